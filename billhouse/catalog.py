@@ -1,0 +1,450 @@
+"""The pricing catalog, customers and subscriptions, authored as YAML in Lago's names.
+
+``load_catalog(path)`` reads and validates a document; every error names the file, the
+plan / charge / metric and the field. ``Catalog.rows()`` gives the rows of the raw
+tables (see ``raw_tables``) that the dbt models read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from billhouse.errors import CatalogError
+
+AGGREGATION_TYPES = (
+    "count_agg",
+    "sum_agg",
+    "max_agg",
+    "unique_count_agg",
+    "latest_agg",
+    "weighted_sum_agg",
+    "custom_agg",
+)
+# What the warehouse models can bill today; the others are validated but refused.
+SUPPORTED_AGGREGATIONS = ("count_agg", "sum_agg")
+CHARGE_MODELS = ("standard", "graduated", "volume", "package", "percentage", "graduated_percentage")
+SUPPORTED_CHARGE_MODELS = ("standard",)
+INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
+SUPPORTED_INTERVALS = ("monthly",)
+BILLING_TIMES = ("calendar", "anniversary")
+
+
+@dataclass(frozen=True)
+class BillableMetric:
+    code: str
+    name: str
+    aggregation_type: str
+    field_name: str | None = None
+    recurring: bool = False
+    expression: str | None = None
+    rounding_function: str | None = None
+    rounding_precision: int | None = None
+
+
+@dataclass(frozen=True)
+class Charge:
+    charge_id: str
+    plan_code: str
+    charge_index: int
+    billable_metric_code: str
+    charge_model: str
+    invoice_display_name: str
+    pay_in_advance: bool
+    prorated: bool
+    min_amount_cents: int
+    amount: Decimal | None
+    properties: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Plan:
+    code: str
+    name: str
+    interval: str
+    amount_cents: int
+    amount_currency: str
+    pay_in_advance: bool
+    trial_period: int
+    bill_charges_monthly: bool
+    minimum_commitment_cents: int | None
+    charges: tuple[Charge, ...]
+
+
+@dataclass(frozen=True)
+class Customer:
+    external_id: str
+    name: str
+    currency: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Subscription:
+    external_id: str
+    external_customer_id: str
+    plan_code: str
+    billing_time: str
+    subscription_at: datetime
+    ending_at: datetime | None
+    terminated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    billable_metrics: tuple[BillableMetric, ...] = ()
+    plans: tuple[Plan, ...] = ()
+    customers: tuple[Customer, ...] = ()
+    subscriptions: tuple[Subscription, ...] = ()
+    organization: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, code: str) -> BillableMetric | None:
+        return next((m for m in self.billable_metrics if m.code == code), None)
+
+    def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Rows per raw table name."""
+        return {
+            "billable_metrics": [vars(m).copy() for m in self.billable_metrics],
+            "plans": [
+                {k: v for k, v in vars(p).items() if k != "charges"} for p in self.plans
+            ],
+            "charges": [_charge_row(c) for p in self.plans for c in p.charges],
+            "charge_ranges": [],
+            "customers": [vars(c).copy() for c in self.customers],
+            "subscriptions": [vars(s).copy() for s in self.subscriptions],
+        }
+
+
+def _charge_row(charge: Charge) -> dict[str, Any]:
+    props = charge.properties
+
+    def dec(name: str) -> Decimal | None:
+        return Decimal(str(props[name])) if props.get(name) is not None else None
+
+    return {
+        "charge_id": charge.charge_id,
+        "plan_code": charge.plan_code,
+        "charge_index": charge.charge_index,
+        "billable_metric_code": charge.billable_metric_code,
+        "charge_model": charge.charge_model,
+        "invoice_display_name": charge.invoice_display_name,
+        "pay_in_advance": charge.pay_in_advance,
+        "prorated": charge.prorated,
+        "min_amount_cents": charge.min_amount_cents,
+        "amount": charge.amount,
+        "package_size": dec("package_size"),
+        "free_units": dec("free_units"),
+        "rate": dec("rate"),
+        "fixed_amount": dec("fixed_amount"),
+        "free_units_per_events": (
+            int(props["free_units_per_events"]) if props.get("free_units_per_events") is not None else None
+        ),
+        "free_units_per_total_aggregation": dec("free_units_per_total_aggregation"),
+        "per_transaction_min_amount": dec("per_transaction_min_amount"),
+        "per_transaction_max_amount": dec("per_transaction_max_amount"),
+        "properties": json.dumps(props, sort_keys=True, default=str),
+    }
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogError(str(path), "(document)", f"not valid YAML: {exc}") from exc
+    return parse_catalog(document or {}, source=str(path))
+
+
+def parse_catalog(document: dict[str, Any], source: str = "<catalog>") -> Catalog:
+    if not isinstance(document, dict):
+        raise CatalogError(source, "(document)", "must be a mapping")
+    reader = _Reader(source)
+    metrics = tuple(
+        reader.metric(i, m) for i, m in enumerate(reader.list(document, "billable_metrics", source))
+    )
+    reader.unique([m.code for m in metrics], "billable_metrics", "code")
+    metric_codes = {m.code for m in metrics}
+    plans = tuple(
+        reader.plan(i, p, metric_codes) for i, p in enumerate(reader.list(document, "plans", source))
+    )
+    reader.unique([p.code for p in plans], "plans", "code")
+    customers = tuple(
+        reader.customer(i, c) for i, c in enumerate(reader.list(document, "customers", source))
+    )
+    reader.unique([c.external_id for c in customers], "customers", "external_id")
+    plan_by_code = {p.code: p for p in plans}
+    customer_by_id = {c.external_id: c for c in customers}
+    subscriptions = tuple(
+        reader.subscription(i, s, plan_by_code, customer_by_id)
+        for i, s in enumerate(reader.list(document, "subscriptions", source))
+    )
+    reader.unique([s.external_id for s in subscriptions], "subscriptions", "external_id")
+    organization = document.get("organization") or {}
+    return Catalog(metrics, plans, customers, subscriptions, organization)
+
+
+class _Reader:
+    """Field readers that raise CatalogError naming the file and the object."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def where(self, *parts: str) -> str:
+        return " ".join((self.source,) + parts)
+
+    def list(self, document: dict[str, Any], key: str, where: str) -> list[Any]:
+        value = document.get(key) or []
+        if not isinstance(value, list):
+            raise CatalogError(self.where(), key, "must be a list")
+        return value
+
+    def unique(self, values: list[str], section: str, key: str) -> None:
+        seen: set[str] = set()
+        for v in values:
+            if v in seen:
+                raise CatalogError(self.where(f"{section} '{v}'"), key, "is defined twice")
+            seen.add(v)
+
+    @staticmethod
+    def text(obj: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
+        value = obj.get(key, default)
+        if not isinstance(value, str) or not value.strip():
+            raise CatalogError(where, key, "is required and must be a non-empty string")
+        return value
+
+    @staticmethod
+    def optional_text(obj: dict[str, Any], key: str, where: str) -> str | None:
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise CatalogError(where, key, f"must be a string, got {value!r}")
+        return value
+
+    @staticmethod
+    def choice(obj: dict[str, Any], key: str, where: str, allowed: tuple[str, ...], default: str | None = None) -> str:
+        value = obj.get(key, default)
+        if value not in allowed:
+            raise CatalogError(where, key, f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    @staticmethod
+    def boolean(obj: dict[str, Any], key: str, where: str, default: bool = False) -> bool:
+        value = obj.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise CatalogError(where, key, f"must be true or false, got {value!r}")
+        return value
+
+    @staticmethod
+    def integer(obj: dict[str, Any], key: str, where: str, default: int | None = None, minimum: int = 0) -> int:
+        value = obj.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CatalogError(where, key, f"must be an integer, got {value!r}")
+        if value < minimum:
+            raise CatalogError(where, key, f"must be ≥ {minimum}, got {value}")
+        return value
+
+    @staticmethod
+    def decimal(obj: dict[str, Any], key: str, where: str, required: bool = True) -> Decimal | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                raise CatalogError(where, key, "is required (a decimal string such as \"0.01\")")
+            return None
+        if isinstance(value, (bool, float)):
+            raise CatalogError(
+                where, key, f"must be a decimal string such as \"0.01\" (floats lose cents), got {value!r}"
+            )
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise CatalogError(where, key, f"is not a decimal number: {value!r}") from exc
+        if not number.is_finite() or number < 0:
+            raise CatalogError(where, key, f"must be a finite number ≥ 0, got {value!r}")
+        return number
+
+    @staticmethod
+    def instant(obj: dict[str, Any], key: str, where: str, required: bool = True) -> datetime | None:
+        value = obj.get(key)
+        if value is None:
+            if required:
+                raise CatalogError(where, key, "is required (ISO 8601 with an offset)")
+            return None
+        try:
+            return parse_instant(value)
+        except ValueError as exc:
+            raise CatalogError(where, key, str(exc)) from exc
+
+    def metric(self, index: int, m: Any) -> BillableMetric:
+        where = self.where(f"billable_metrics[{index}]")
+        if not isinstance(m, dict):
+            raise CatalogError(where, "(item)", "must be a mapping")
+        code = self.text(m, "code", where)
+        where = self.where(f"billable_metric '{code}'")
+        aggregation = self.choice(m, "aggregation_type", where, AGGREGATION_TYPES)
+        if aggregation not in SUPPORTED_AGGREGATIONS:
+            raise CatalogError(where, "aggregation_type", f"{aggregation} is not supported yet")
+        field_name = self.optional_text(m, "field_name", where)
+        if aggregation != "count_agg" and aggregation != "custom_agg" and not field_name:
+            raise CatalogError(where, "field_name", f"is required for {aggregation}")
+        return BillableMetric(
+            code=code,
+            name=m.get("name") or code,
+            aggregation_type=aggregation,
+            field_name=field_name,
+            recurring=self.boolean(m, "recurring", where),
+            expression=self.optional_text(m, "expression", where),
+            rounding_function=self.optional_text(m, "rounding_function", where),
+            rounding_precision=m.get("rounding_precision"),
+        )
+
+    def plan(self, index: int, p: Any, metric_codes: set[str]) -> Plan:
+        where = self.where(f"plans[{index}]")
+        if not isinstance(p, dict):
+            raise CatalogError(where, "(item)", "must be a mapping")
+        code = self.text(p, "code", where)
+        where = self.where(f"plan '{code}'")
+        interval = self.choice(p, "interval", where, INTERVALS)
+        if interval not in SUPPORTED_INTERVALS:
+            raise CatalogError(where, "interval", f"{interval} is not supported yet")
+        currency = self.text(p, "amount_currency", where)
+        commitment = p.get("minimum_commitment")
+        charges = tuple(
+            self.charge(code, i, c, metric_codes)
+            for i, c in enumerate(self.list(p, "charges", where))
+        )
+        return Plan(
+            code=code,
+            name=p.get("name") or code,
+            interval=interval,
+            amount_cents=self.integer(p, "amount_cents", where),
+            amount_currency=currency.upper(),
+            pay_in_advance=self.boolean(p, "pay_in_advance", where),
+            trial_period=self.integer(p, "trial_period", where, default=0),
+            bill_charges_monthly=self.boolean(p, "bill_charges_monthly", where),
+            minimum_commitment_cents=(
+                self.integer(commitment, "amount_cents", where + " minimum_commitment")
+                if isinstance(commitment, dict)
+                else None
+            ),
+            charges=charges,
+        )
+
+    def charge(self, plan_code: str, index: int, c: Any, metric_codes: set[str]) -> Charge:
+        where = self.where(f"plan '{plan_code}' charges[{index}]")
+        if not isinstance(c, dict):
+            raise CatalogError(where, "(item)", "must be a mapping")
+        metric_code = self.text(c, "billable_metric_code", where)
+        where = self.where(f"plan '{plan_code}' charge[{index}] '{metric_code}'")
+        if metric_code not in metric_codes:
+            raise CatalogError(where, "billable_metric_code", f"no billable metric has code {metric_code!r}")
+        model = self.choice(c, "charge_model", where, CHARGE_MODELS)
+        if model not in SUPPORTED_CHARGE_MODELS:
+            raise CatalogError(where, "charge_model", f"{model} is not supported yet")
+        properties = c.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise CatalogError(where, "properties", "must be a mapping")
+        # Lago's standard model names the unit price `amount`; `per_unit_amount` is
+        # accepted as a synonym.
+        if "amount" not in properties and "per_unit_amount" in properties:
+            properties = {**properties, "amount": properties["per_unit_amount"]}
+        amount = self.decimal(properties, "amount", where + " properties")
+        return Charge(
+            charge_id=f"{plan_code}/{index}",
+            plan_code=plan_code,
+            charge_index=index,
+            billable_metric_code=metric_code,
+            charge_model=model,
+            invoice_display_name=c.get("invoice_display_name") or metric_code,
+            pay_in_advance=self.boolean(c, "pay_in_advance", where),
+            prorated=self.boolean(c, "prorated", where),
+            min_amount_cents=self.integer(c, "min_amount_cents", where, default=0),
+            amount=amount,
+            properties=properties,
+        )
+
+    def customer(self, index: int, c: Any) -> Customer:
+        where = self.where(f"customers[{index}]")
+        if not isinstance(c, dict):
+            raise CatalogError(where, "(item)", "must be a mapping")
+        external_id = self.text(c, "external_id", where)
+        where = self.where(f"customer '{external_id}'")
+        tz = c.get("timezone") or "UTC"
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise CatalogError(where, "timezone", f"unknown IANA timezone {tz!r}") from exc
+        currency = self.text(c, "currency", where).upper()
+        if len(currency) != 3 or not currency.isalpha():
+            raise CatalogError(where, "currency", f"must be an ISO 4217 code, got {currency!r}")
+        return Customer(external_id, c.get("name") or external_id, currency, tz)
+
+    def subscription(
+        self, index: int, s: Any, plans: dict[str, Plan], customers: dict[str, Customer]
+    ) -> Subscription:
+        where = self.where(f"subscriptions[{index}]")
+        if not isinstance(s, dict):
+            raise CatalogError(where, "(item)", "must be a mapping")
+        external_id = self.text(s, "external_id", where)
+        where = self.where(f"subscription '{external_id}'")
+        customer_id = self.text(s, "external_customer_id", where)
+        if customer_id not in customers:
+            raise CatalogError(where, "external_customer_id", f"no customer has external_id {customer_id!r}")
+        plan_code = self.text(s, "plan_code", where)
+        if plan_code not in plans:
+            raise CatalogError(where, "plan_code", f"no plan has code {plan_code!r}")
+        plan, customer = plans[plan_code], customers[customer_id]
+        if plan.amount_currency != customer.currency:
+            raise CatalogError(
+                where,
+                "plan_code",
+                f"plan {plan_code!r} is in {plan.amount_currency} but customer {customer_id!r} "
+                f"is billed in {customer.currency} (no FX)",
+            )
+        started = self.instant(s, "subscription_at", where)
+        assert started is not None
+        return Subscription(
+            external_id=external_id,
+            external_customer_id=customer_id,
+            plan_code=plan_code,
+            billing_time=self.choice(s, "billing_time", where, BILLING_TIMES, default="calendar"),
+            subscription_at=started,
+            ending_at=self.instant(s, "ending_at", where, required=False),
+            terminated_at=self.instant(s, "terminated_at", where, required=False),
+        )
+
+
+def parse_instant(value: Any) -> datetime:
+    """An ISO 8601 string with an offset (or ``Z``), or Unix seconds, as a UTC datetime."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, (int, Decimal)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(0, timezone.utc) + _seconds(Decimal(value))
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"not an ISO 8601 instant: {value!r}") from exc
+    else:
+        raise ValueError(f"not an instant: {value!r}")
+    if moment.tzinfo is None:
+        raise ValueError(f"instant {value!r} has no UTC offset; write Z or +hh:mm")
+    return moment.astimezone(timezone.utc)
+
+
+def _seconds(seconds: Decimal):
+    from datetime import timedelta
+
+    whole = int(seconds)
+    micros = int((seconds - whole) * 1_000_000)
+    return timedelta(seconds=whole, microseconds=micros)

@@ -1,0 +1,118 @@
+"""Usage events: validation and the one function that appends them to the warehouse.
+
+Every path that brings events in (the demo, ``simulate``, the HTTP API) goes through
+``load_events``. Events are appended as they come; the same
+(external_subscription_id, transaction_id) sent twice is stored twice and counted once
+by the models (the first accepted copy wins — see docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from billhouse.catalog import Catalog, parse_instant
+from billhouse.errors import EventError
+
+MAX_ID_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Event:
+    transaction_id: str
+    external_subscription_id: str
+    code: str
+    timestamp: datetime  # UTC, millisecond precision
+    properties: str  # JSON object text; numbers kept as written (no float round-trip)
+
+
+class EventSink(Protocol):
+    def append_events(self, events: list[Event], ingested_at: datetime) -> None: ...
+
+
+def validate_event(index: int, raw: Mapping[str, Any], catalog: Catalog | None = None) -> Event:
+    """Check one event in Lago's shape; raise EventError naming the index and field."""
+    if not isinstance(raw, Mapping):
+        raise EventError(index, "(event)", "must be an object")
+    ids = {}
+    for key in ("transaction_id", "external_subscription_id", "code"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise EventError(index, key, "is required and must be a non-empty string")
+        if len(value) > MAX_ID_LENGTH:
+            raise EventError(index, key, f"is longer than {MAX_ID_LENGTH} characters")
+        ids[key] = value
+    timestamp = _timestamp(index, raw.get("timestamp"))
+    properties = raw.get("properties") or {}
+    if not isinstance(properties, Mapping):
+        raise EventError(index, "properties", "must be an object")
+    if catalog is not None:
+        _check_metric_field(index, ids["code"], properties, catalog)
+    return Event(
+        transaction_id=ids["transaction_id"],
+        external_subscription_id=ids["external_subscription_id"],
+        code=ids["code"],
+        timestamp=timestamp,
+        properties=json.dumps(properties, sort_keys=True, default=_json_number),
+    )
+
+
+def validate_events(raw_events: Iterable[Mapping[str, Any]], catalog: Catalog | None = None) -> list[Event]:
+    return [validate_event(i, raw, catalog) for i, raw in enumerate(raw_events)]
+
+
+def load_events(
+    sink: EventSink,
+    raw_events: Iterable[Mapping[str, Any]],
+    catalog: Catalog | None = None,
+    ingested_at: datetime | None = None,
+) -> int:
+    """Validate every event, then append them all; all or nothing. Returns the count."""
+    events = validate_events(raw_events, catalog)
+    if events:
+        sink.append_events(events, ingested_at or datetime.now(timezone.utc))
+    return len(events)
+
+
+def _timestamp(index: int, value: Any) -> datetime:
+    if value is None:
+        moment = datetime.now(timezone.utc)
+    else:
+        if isinstance(value, float):
+            value = Decimal(repr(value))
+        try:
+            moment = parse_instant(value)
+        except ValueError as exc:
+            raise EventError(index, "timestamp", f"{exc} (use ISO 8601 or Unix seconds)") from exc
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _check_metric_field(index: int, code: str, properties: Mapping[str, Any], catalog: Catalog) -> None:
+    metric = catalog.metric(code)
+    if metric is None or metric.aggregation_type == "count_agg" or not metric.field_name:
+        return
+    value = properties.get(metric.field_name)
+    field = f"properties.{metric.field_name}"
+    if value is None:
+        raise EventError(index, field, f"is required by billable metric {code!r} ({metric.aggregation_type})")
+    if metric.aggregation_type in ("sum_agg", "max_agg", "latest_agg", "weighted_sum_agg"):
+        if isinstance(value, bool):
+            raise EventError(index, field, f"must be a number, got {value!r}")
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation as exc:
+            raise EventError(index, field, f"must be a number, got {value!r}") from exc
+        if not number.is_finite():
+            raise EventError(index, field, f"must be a finite number, got {value!r}")
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # a decimal string: never through float
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {value!r}")

@@ -1,0 +1,169 @@
+"""The raw tables billhouse writes and dbt reads as sources: defined once, here.
+
+Events are append-only. The catalog, customers and subscriptions are replaced whole
+on each load (they are code and reference data, not history). ``models/staging/
+_billhouse__sources.yml`` documents the same columns for dbt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RAW_SCHEMA = "billhouse_raw"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    clickhouse_type: str
+
+
+@dataclass(frozen=True)
+class RawTable:
+    name: str
+    columns: tuple[Column, ...]
+    order_by: str
+    append_only: bool = False
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def clickhouse_ddl(self, schema: str = RAW_SCHEMA) -> str:
+        cols = ",\n  ".join(f"`{c.name}` {c.clickhouse_type}" for c in self.columns)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} (\n  {cols}\n)"
+            f" ENGINE = MergeTree ORDER BY ({self.order_by})"
+        )
+
+
+def _cols(*pairs: tuple[str, str]) -> tuple[Column, ...]:
+    return tuple(Column(name, ch_type) for name, ch_type in pairs)
+
+
+DECIMAL = "Decimal(38, 12)"
+OPTIONAL_DECIMAL = f"Nullable({DECIMAL})"
+
+EVENTS = RawTable(
+    name="events",
+    columns=_cols(
+        ("transaction_id", "String"),
+        ("external_subscription_id", "String"),
+        ("code", "String"),
+        ("timestamp", "DateTime64(3, 'UTC')"),
+        ("properties", "String"),  # a JSON object, as text
+        ("ingested_at", "DateTime64(6, 'UTC')"),
+    ),
+    order_by="external_subscription_id, code, timestamp, transaction_id",
+    append_only=True,
+)
+
+BILLABLE_METRICS = RawTable(
+    name="billable_metrics",
+    columns=_cols(
+        ("code", "String"),
+        ("name", "String"),
+        ("aggregation_type", "String"),
+        ("field_name", "Nullable(String)"),
+        ("recurring", "Bool"),
+        ("expression", "Nullable(String)"),
+        ("rounding_function", "Nullable(String)"),
+        ("rounding_precision", "Nullable(Int32)"),
+    ),
+    order_by="code",
+)
+
+PLANS = RawTable(
+    name="plans",
+    columns=_cols(
+        ("code", "String"),
+        ("name", "String"),
+        ("interval", "String"),
+        ("amount_cents", "Int64"),
+        ("amount_currency", "String"),
+        ("pay_in_advance", "Bool"),
+        ("trial_period", "Int32"),
+        ("bill_charges_monthly", "Bool"),
+        ("minimum_commitment_cents", "Nullable(Int64)"),
+    ),
+    order_by="code",
+)
+
+# One row per charge; the charge model's scalar properties are typed columns (Lago's
+# names). Tiers of graduated / volume / graduated_percentage charges are rows of
+# CHARGE_RANGES, never JSON parsed inside SQL.
+CHARGES = RawTable(
+    name="charges",
+    columns=_cols(
+        ("charge_id", "String"),
+        ("plan_code", "String"),
+        ("charge_index", "Int32"),
+        ("billable_metric_code", "String"),
+        ("charge_model", "String"),
+        ("invoice_display_name", "String"),
+        ("pay_in_advance", "Bool"),
+        ("prorated", "Bool"),
+        ("min_amount_cents", "Int64"),
+        ("amount", OPTIONAL_DECIMAL),
+        ("package_size", OPTIONAL_DECIMAL),
+        ("free_units", OPTIONAL_DECIMAL),
+        ("rate", OPTIONAL_DECIMAL),
+        ("fixed_amount", OPTIONAL_DECIMAL),
+        ("free_units_per_events", "Nullable(Int64)"),
+        ("free_units_per_total_aggregation", OPTIONAL_DECIMAL),
+        ("per_transaction_min_amount", OPTIONAL_DECIMAL),
+        ("per_transaction_max_amount", OPTIONAL_DECIMAL),
+        ("properties", "String"),  # the charge's properties as authored, JSON text
+    ),
+    order_by="charge_id",
+)
+
+CHARGE_RANGES = RawTable(
+    name="charge_ranges",
+    columns=_cols(
+        ("charge_id", "String"),
+        ("range_index", "Int32"),
+        ("from_value", DECIMAL),
+        ("to_value", OPTIONAL_DECIMAL),
+        ("per_unit_amount", OPTIONAL_DECIMAL),
+        ("rate", OPTIONAL_DECIMAL),
+        ("flat_amount", DECIMAL),
+    ),
+    order_by="charge_id, range_index",
+)
+
+CUSTOMERS = RawTable(
+    name="customers",
+    columns=_cols(
+        ("external_id", "String"),
+        ("name", "String"),
+        ("currency", "String"),
+        ("timezone", "String"),
+    ),
+    order_by="external_id",
+)
+
+SUBSCRIPTIONS = RawTable(
+    name="subscriptions",
+    columns=_cols(
+        ("external_id", "String"),
+        ("external_customer_id", "String"),
+        ("plan_code", "String"),
+        ("billing_time", "String"),
+        ("subscription_at", "DateTime64(3, 'UTC')"),
+        ("ending_at", "Nullable(DateTime64(3, 'UTC'))"),
+        ("terminated_at", "Nullable(DateTime64(3, 'UTC'))"),
+    ),
+    order_by="external_id",
+)
+
+ALL_TABLES: tuple[RawTable, ...] = (
+    EVENTS,
+    BILLABLE_METRICS,
+    PLANS,
+    CHARGES,
+    CHARGE_RANGES,
+    CUSTOMERS,
+    SUBSCRIPTIONS,
+)
+REFERENCE_TABLES: tuple[RawTable, ...] = tuple(t for t in ALL_TABLES if not t.append_only)

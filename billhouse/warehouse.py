@@ -1,0 +1,87 @@
+"""The embedded ClickHouse store (chDB): the raw tables and what the close reads back.
+
+chDB admits one process per data directory, so a ``Warehouse`` is opened for a short
+step and closed before dbt (a subprocess) takes the store; ``open_warehouse`` is the
+only way in. dbt itself reaches the same directory through the ``chdb`` adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import clickhouse_connect
+
+from billhouse.catalog import Catalog
+from billhouse.events import Event
+from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
+from billhouse.settings import Settings
+
+
+class Warehouse:
+    def __init__(self, client: Any, schema: str = RAW_SCHEMA, models_schema: str = "billhouse") -> None:
+        self.client = client
+        self.schema = schema
+        self.models_schema = models_schema
+
+    def ensure_raw_tables(self) -> None:
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.schema}")
+        for table in ALL_TABLES:
+            self.client.command(table.clickhouse_ddl(self.schema))
+
+    def replace_catalog(self, catalog: Catalog) -> None:
+        """Replace the catalog, customers and subscriptions with those of ``catalog``."""
+        rows = catalog.rows()
+        for table in REFERENCE_TABLES:
+            self.client.command(f"TRUNCATE TABLE {self.schema}.{table.name}")
+            self._insert(table, rows[table.name])
+
+    def append_events(self, events: list[Event], ingested_at: datetime) -> None:
+        self._insert(
+            EVENTS,
+            [
+                {
+                    "transaction_id": e.transaction_id,
+                    "external_subscription_id": e.external_subscription_id,
+                    "code": e.code,
+                    "timestamp": e.timestamp,
+                    "properties": e.properties,
+                    "ingested_at": ingested_at,
+                }
+                for e in events
+            ],
+        )
+
+    def count_raw_events(self) -> int:
+        return int(self.client.command(f"SELECT count() FROM {self.schema}.events"))
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        result = self.client.query(sql, parameters=parameters)
+        return [dict(zip(result.column_names, row)) for row in result.result_rows]
+
+    def _insert(self, table: RawTable, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        names = table.column_names
+        self.client.insert(
+            f"{self.schema}.{table.name}",
+            [[row[name] for name in names] for row in rows],
+            column_names=names,
+        )
+
+
+@contextmanager
+def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
+    """Own the embedded store for the duration of the block."""
+    settings.chdb_path.mkdir(parents=True, exist_ok=True)
+    client = clickhouse_connect.get_client(
+        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC"}
+    )
+    try:
+        warehouse = Warehouse(client)
+        warehouse.ensure_raw_tables()
+        yield warehouse
+    finally:
+        client.close()

@@ -1,0 +1,1 @@
+"""Invoicing: finalize invoice drafts into the Postgres ledger and render them."""

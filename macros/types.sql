@@ -1,0 +1,31 @@
+{#- Exact decimal for units and money: 38 digits, 12 after the point (semantics.md). -#}
+{% macro decimal_type() -%}
+    {{ return(adapter.dispatch('decimal_type', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__decimal_type() -%}
+    numeric(38, 12)
+{%- endmacro %}
+
+{% macro clickhouse__decimal_type() -%}
+    Decimal(38, 12)
+{%- endmacro %}
+
+
+{% macro to_decimal(expression) -%}
+    cast({{ expression }} as {{ billhouse.decimal_type() }})
+{%- endmacro %}
+
+
+{#- A typed NULL string (ClickHouse types are non-nullable unless asked). -#}
+{% macro null_string() -%}
+    {{ return(adapter.dispatch('null_string', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__null_string() -%}
+    cast(null as {{ dbt.type_string() }})
+{%- endmacro %}
+
+{% macro clickhouse__null_string() -%}
+    cast(null as Nullable(String))
+{%- endmacro %}

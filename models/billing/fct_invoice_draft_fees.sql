@@ -1,0 +1,90 @@
+{#- Every fee of every closed period, with the invoice draft it goes on: one invoice per
+    customer, currency and issuing date (semantics.md). -#}
+with subscription_fees as (
+    select * from {{ ref('int_subscription_fees_rated') }}
+),
+
+charge_fees as (
+    select * from {{ ref('int_charge_fees_rated') }}
+),
+
+plans as (
+    select * from {{ ref('stg_billhouse__plans') }}
+),
+
+unioned as (
+    select
+        subscription_fees.fee_key as fee_key,
+        'subscription' as fee_kind,
+        subscription_fees.external_subscription_id as external_subscription_id,
+        subscription_fees.external_customer_id as external_customer_id,
+        subscription_fees.plan_code as plan_code,
+        subscription_fees.currency as currency,
+        subscription_fees.period_start as period_start,
+        subscription_fees.period_end as period_end,
+        subscription_fees.issuing_date as issuing_date,
+        {{ billhouse.null_string() }} as charge_id,
+        {{ billhouse.null_string() }} as billable_metric_code,
+        {{ billhouse.null_string() }} as charge_model,
+        plans.plan_name as invoice_display_name,
+        0 as sort_order,
+        subscription_fees.units as units,
+        subscription_fees.unit_amount as unit_amount,
+        subscription_fees.precise_amount as precise_amount,
+        subscription_fees.amount_cents as amount_cents
+    from subscription_fees
+    inner join plans
+        on subscription_fees.plan_code = plans.plan_code
+
+    union all
+
+    select
+        fee_key,
+        'charge' as fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        invoice_display_name,
+        1 as sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from charge_fees
+),
+
+final as (
+    select
+        concat(
+            external_customer_id, '/', currency, '/',
+            cast(issuing_date as {{ dbt.type_string() }})
+        ) as invoice_key,
+        fee_key,
+        fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        invoice_display_name,
+        sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from unioned
+)
+
+select * from final
