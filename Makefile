@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv on first use and install the project (and its chDB dbt adapter).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test install ui clean
+
+$(INSTALLED): pyproject.toml adapters/dbt-chdb/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e adapters/dbt-chdb -e '.[dev]'
+	@touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(BIN)/billhouse demo
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+clean:
+	-$(BIN)/billhouse ledger-stop
+	rm -rf .billhouse target logs

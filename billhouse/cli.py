@@ -1,0 +1,89 @@
+"""The ``billhouse`` command line.
+
+    billhouse demo                       load the demo data, close Oct–Nov 2026, render PDFs
+    billhouse load CATALOG.yml [EVENTS.json]
+    billhouse close --as-of 2026-12-01T00:00:00Z
+    billhouse invoices                   list the ledger's invoices
+    billhouse ledger-stop                stop the embedded PostgreSQL server
+
+Errors print as one line naming the field and the reason; the exit code is 2 for bad
+input and 1 for a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from billhouse.catalog import load_catalog, parse_instant
+from billhouse.errors import BillhouseError, CatalogError, EventError
+from billhouse.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="billhouse", description="Usage-based billing in the warehouse.")
+    parser.add_argument("--data-dir", help="data directory (default: $BILLHOUSE_HOME or .billhouse)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("demo", help="bill a generated demo month end to end")
+    load = commands.add_parser("load", help="load a catalog (and optionally events)")
+    load.add_argument("catalog", type=Path)
+    load.add_argument("events", type=Path, nargs="?", help="a JSON list of events in Lago's shape")
+    close = commands.add_parser("close", help="bill every period ended by --as-of")
+    close.add_argument("--as-of", required=True, help="ISO 8601 instant, e.g. 2026-12-01T00:00:00Z")
+    commands.add_parser("invoices", help="list finalized invoices")
+    commands.add_parser("ledger-stop", help="stop the embedded PostgreSQL server")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(args.data_dir)
+    try:
+        return _run(args, settings)
+    except (CatalogError, EventError) as error:
+        print(f"billhouse: {error}", file=sys.stderr)
+        return 2
+    except BillhouseError as error:
+        print(f"billhouse: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "demo":
+        from billhouse.demo_run import run_demo
+
+        run_demo(settings)
+    elif args.command == "load":
+        from billhouse.close import load_inputs
+
+        catalog = load_catalog(args.catalog)
+        events = json.loads(args.events.read_text()) if args.events else []
+        count = load_inputs(settings, catalog, events)
+        print(f"loaded {args.catalog} and {count} events into {settings.data_dir}")
+    elif args.command == "close":
+        from billhouse.close import close
+        from billhouse.summary import print_invoices
+
+        try:
+            as_of = parse_instant(args.as_of)
+        except ValueError as error:
+            raise CatalogError("--as-of", "as_of", str(error)) from error
+        report = close(settings, as_of)
+        print(f"dbt: {report.dbt_summary}")
+        print_invoices(report.invoices, report.pdfs)
+    elif args.command == "invoices":
+        from billhouse.ledger_connection import ledger
+        from billhouse.summary import print_invoices
+        from invoicing.ledger import list_invoices
+
+        with ledger(settings) as conn:
+            invoices = list_invoices(conn)
+        print_invoices(invoices, {i.number: Path(i.pdf_path) for i in invoices if i.pdf_path})
+    elif args.command == "ledger-stop":
+        from billhouse.ledger_connection import stop_ledger
+
+        print("stopped" if stop_ledger(settings) else "not running")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
