@@ -1,0 +1,428 @@
+"""Validate and transpile `custom_agg` expressions (one scalar SQL expression per event).
+
+A `custom_agg` metric's `expression` is evaluated once per event and the results are
+summed by the metric. It is written in billhouse's neutral SQL (sqlglot's default
+dialect) and compiled to the warehouse dialect ("clickhouse" or "postgres").
+
+Fields an expression may reference:
+  * ``properties.<key>`` -- an event property, read as a decimal through the caller's
+    ``property_sql`` hook (as text through ``property_text_sql`` where the expression
+    uses it as text: LOWER/UPPER/LENGTH argument, or compared with =, <>, IN to a
+    string literal or LOWER/UPPER). ``<key>`` matches ``[A-Za-z0-9_-]+``; quote keys that are not
+    plain identifiers: ``properties."gb-month"``. Nested keys (``properties.a.b``) are
+    not supported.
+  * ``timestamp`` -- the event's timestamp (rendered through ``timestamp_sql``).
+
+Allowed syntax (everything else is rejected):
+  * literals: numbers, 'strings', TRUE/FALSE, NULL; parentheses; unary minus;
+  * arithmetic ``+ - * / %``; comparisons ``= <> != < <= > >=``; ``AND OR NOT``;
+    ``IS [NOT] NULL``; ``[NOT] IN (<values>)``; ``BETWEEN``;
+  * ``CASE WHEN ... THEN ... ELSE ... END`` and ``IF(cond, a, b)``;
+  * functions: COALESCE, NULLIF, ROUND, CEIL/CEILING, FLOOR, ABS, SIGN, LEAST,
+    GREATEST, MOD, LENGTH, LOWER, UPPER;
+  * ``CAST(x AS t)`` / ``x::t`` with t in DECIMAL/NUMERIC[(p, s)], INT/INTEGER, BIGINT,
+    SMALLINT (no float types: money and units never pass through float).
+
+Rejected with `CustomExpressionError` (naming the metric and the offending fragment):
+parse errors, several statements, subqueries/SELECT, FROM/table references, table
+functions and any unknown function (numbers, file, url, sleep, ...), DDL/DML, SET and
+SETTINGS, aggregate and window functions (the metric itself sums), aliases,
+placeholders/parameters, unknown identifiers.
+
+Decimal safety: numeric literals with a fractional part or exponent are compiled to
+``CAST('<digits>' AS DECIMAL(38, <scale>))`` so that ClickHouse never sees a Float64
+literal; ``/`` is emitted as the warehouse's plain division (no float cast).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "ALLOWED_CAST_TYPES",
+    "SUPPORTED_DIALECTS",
+    "CustomExpressionError",
+    "compile_custom_expression",
+    "default_property_sql",
+    "default_property_text_sql",
+]
+
+SUPPORTED_DIALECTS: frozenset[str] = frozenset({"clickhouse", "postgres"})
+
+#: Function names a user may call (as written in the expression, case-insensitive).
+ALLOWED_FUNCTIONS: frozenset[str] = frozenset(
+    {
+        "if", "coalesce", "nullif", "round", "ceil", "ceiling", "floor", "abs", "sign",
+        "least", "greatest", "mod", "length", "lower", "upper", "cast",
+    }
+)  # fmt: skip
+
+ALLOWED_CAST_TYPES: frozenset[exp.DataType.Type] = frozenset(
+    {
+        exp.DataType.Type.DECIMAL,
+        exp.DataType.Type.INT,
+        exp.DataType.Type.BIGINT,
+        exp.DataType.Type.SMALLINT,
+    }
+)
+
+# sqlglot node classes that may appear in a validated expression.
+_ALLOWED_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg, exp.Not,
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod,
+    exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE,
+    exp.And, exp.Or, exp.Is, exp.In, exp.Between,
+    exp.Case, exp.If, exp.Coalesce, exp.Nullif,
+    exp.Round, exp.Ceil, exp.Floor, exp.Abs, exp.Sign, exp.Least, exp.Greatest,
+    exp.Length, exp.Lower, exp.Upper,
+    exp.Cast, exp.DataType, exp.DataTypeParam,
+    exp.Column, exp.Identifier,
+)  # fmt: skip
+
+_STATEMENT_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Create, exp.Drop, exp.Insert, exp.Update, exp.Delete, exp.Alter, exp.Command,
+    exp.Set, exp.Merge, exp.TruncateTable, exp.Use, exp.Describe,
+)  # fmt: skip
+
+# Keywords whose mere presence (outside string literals) means "not a scalar expression".
+_FORBIDDEN_KEYWORDS: dict[str, str] = {
+    "SELECT": "subqueries are not allowed",
+    "FROM": "table references are not allowed",
+    "JOIN": "table references are not allowed",
+    "WITH": "subqueries are not allowed",
+    "UNION": "subqueries are not allowed",
+    "SETTINGS": "SETTINGS clauses are not allowed",
+    "FORMAT": "FORMAT clauses are not allowed",
+    "SET": "SET statements are not allowed",
+    "OVER": "window functions are not allowed",
+    "INTO": "DDL/DML statements are not allowed",
+    "DROP": "DDL/DML statements are not allowed",
+    "CREATE": "DDL/DML statements are not allowed",
+    "INSERT": "DDL/DML statements are not allowed",
+    "UPDATE": "DDL/DML statements are not allowed",
+    "DELETE": "DDL/DML statements are not allowed",
+    "ALTER": "DDL/DML statements are not allowed",
+    "TRUNCATE": "DDL/DML statements are not allowed",
+    "GRANT": "DDL/DML statements are not allowed",
+}
+
+# Words that may legitimately precede "(" without being a function call.
+_NON_FUNCTION_WORDS: frozenset[str] = frozenset(
+    {"in", "and", "or", "not", "when", "then", "else", "case", "between", "is",
+     "decimal", "numeric", "int", "integer", "bigint", "smallint"}
+)  # fmt: skip
+
+# Functions sqlglot knows: left to tree validation for a precise reason (aggregate,
+# window, not allowed); anything else followed by "(" is rejected as unknown up front.
+_KNOWN_FUNCTIONS: frozenset[str] = frozenset(sqlglot.parser.Parser.FUNCTIONS)
+
+_PROPERTY_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_PLACEHOLDER = "__bh_ref_{}__"
+
+
+class CustomExpressionError(ValueError):
+    """A custom_agg expression was rejected; names the metric and the offending part."""
+
+    def __init__(self, metric_code: str, fragment: str, reason: str) -> None:
+        self.metric_code = metric_code
+        self.fragment = fragment
+        self.reason = reason
+        super().__init__(
+            f"custom_agg metric '{metric_code}': {reason}: {fragment!r}"
+        )
+
+
+def default_property_sql(dialect: str) -> Callable[[str], str]:
+    """A reasonable decimal `property_sql` hook for tests and the simulator.
+
+    Assumes the event row has a JSON text column ``properties`` (jsonb in Postgres).
+    """
+    if dialect == "clickhouse":
+        return lambda k: (
+            f"toDecimal128OrNull(JSONExtractString(properties, '{k}'), 12)"
+        )
+    if dialect == "postgres":
+        return lambda k: f"CAST((properties ->> '{k}') AS NUMERIC(38, 12))"
+    raise ValueError(f"unsupported dialect {dialect!r}")
+
+
+def default_property_text_sql(dialect: str) -> Callable[[str], str]:
+    """A `property_text_sql` hook reading a property as text (same assumptions)."""
+    if dialect == "clickhouse":
+        return lambda k: f"JSONExtractString(properties, '{k}')"
+    if dialect == "postgres":
+        return lambda k: f"(properties ->> '{k}')"
+    raise ValueError(f"unsupported dialect {dialect!r}")
+
+
+def _is_text_context(col: exp.Column) -> bool:
+    """A property is read as text when used by a string function or compared to text."""
+    parent = col.parent
+    if isinstance(parent, (exp.Lower, exp.Upper, exp.Length)):
+        return True
+    if isinstance(parent, (exp.EQ, exp.NEQ, exp.In)):
+        others = [c for c in parent.iter_expressions() if c is not col]
+        return any(
+            (isinstance(o, exp.Literal) and o.is_string)
+            or isinstance(o, (exp.Lower, exp.Upper))
+            for o in others
+        )
+    return False
+
+
+def compile_custom_expression(
+    metric_code: str,
+    expression: str,
+    dialect: str,
+    property_sql: Callable[[str], str] | None = None,
+    timestamp_sql: str | None = None,
+    property_text_sql: Callable[[str], str] | None = None,
+) -> str:
+    """Validate ``expression`` and return it as SQL for ``dialect``.
+
+    ``property_sql(key)`` returns the warehouse SQL that reads property ``key`` as a
+    decimal (default: `default_property_sql`); its output is inserted verbatim, in
+    parentheses. A property used as text -- the argument of LOWER/UPPER/LENGTH, or an
+    operand of =, <>, IN next to a string literal or LOWER/UPPER -- goes through
+    ``property_text_sql`` instead (default: `default_property_text_sql`).
+    ``timestamp_sql`` replaces the ``timestamp`` field (default: the dialect's quoted
+    ``timestamp`` column). Raises `CustomExpressionError`.
+    """
+    if dialect not in SUPPORTED_DIALECTS:
+        raise ValueError(f"unsupported dialect {dialect!r}")
+    if property_sql is None:
+        property_sql = default_property_sql(dialect)
+    if property_text_sql is None:
+        property_text_sql = default_property_text_sql(dialect)
+    if not expression or not expression.strip():
+        raise CustomExpressionError(metric_code, expression or "", "empty expression")
+
+    _scan_tokens(metric_code, expression)
+    tree = _parse_single(metric_code, expression)
+    _validate(metric_code, tree)
+
+    # Rewrite field references into placeholders, then literals into decimals.
+    replacements: dict[str, str] = {}
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column):
+            name = _PLACEHOLDER.format(len(replacements))
+            if node.table:
+                hook = property_text_sql if _is_text_context(node) else property_sql
+                replacements[name] = f"({hook(node.name)})"
+            else:
+                replacements[name] = timestamp_sql or exp.to_identifier(
+                    "timestamp", quoted=True
+                ).sql(dialect=dialect)
+            return exp.column(name)
+        if isinstance(node, exp.Literal) and not node.is_string:
+            return _decimal_literal(node)
+        if isinstance(node, exp.Div):
+            node.set("typed", True)  # plain '/', never a float cast
+            node.set("safe", False)
+        if isinstance(node, exp.DataType):
+            node.set("nullable", False)
+        return node
+
+    tree = tree.transform(rewrite, copy=True)
+    sql = tree.sql(dialect=dialect)
+    for name, replacement in replacements.items():
+        if name not in sql:  # pragma: no cover - generator invariant
+            raise AssertionError(f"placeholder {name} lost in {sql!r}")
+        sql = sql.replace(name, replacement)
+    return sql
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _scan_tokens(metric_code: str, expression: str) -> None:
+    try:
+        tokens = sqlglot.tokenize(expression)
+    except (TokenError, ParseError) as e:
+        raise CustomExpressionError(metric_code, expression, f"cannot tokenize ({e})")
+    for i, tok in enumerate(tokens):
+        if tok.token_type in (TokenType.STRING, TokenType.NUMBER):
+            continue
+        if tok.token_type == TokenType.SEMICOLON:
+            raise CustomExpressionError(
+                metric_code,
+                expression[tok.start :].strip(),
+                "only a single expression is allowed (found ';')",
+            )
+        upper = tok.text.upper()
+        prev = tokens[i - 1] if i > 0 else None
+        after_dot = prev is not None and prev.token_type == TokenType.DOT
+        if (
+            tok.token_type != TokenType.IDENTIFIER
+            and upper in _FORBIDDEN_KEYWORDS
+            and not after_dot
+        ):
+            raise CustomExpressionError(
+                metric_code, expression[tok.start :].strip(), _FORBIDDEN_KEYWORDS[upper]
+            )
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if (
+            nxt is not None
+            and nxt.token_type == TokenType.L_PAREN
+            and tok.token_type not in (TokenType.IDENTIFIER, TokenType.R_PAREN)
+            and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", tok.text)
+            and tok.text.lower() not in ALLOWED_FUNCTIONS
+            and tok.text.lower() not in _NON_FUNCTION_WORDS
+            and tok.text.upper() not in _KNOWN_FUNCTIONS
+            and not after_dot
+        ):
+            raise CustomExpressionError(
+                metric_code,
+                _call_fragment(expression, tok.start),
+                f"unknown function '{tok.text}' (allowed: "
+                f"{', '.join(sorted(ALLOWED_FUNCTIONS))})",
+            )
+
+
+def _call_fragment(expression: str, start: int) -> str:
+    """The text of a call `name(...)` starting at ``start`` (balanced parentheses)."""
+    depth = 0
+    for j in range(start, len(expression)):
+        if expression[j] == "(":
+            depth += 1
+        elif expression[j] == ")":
+            depth -= 1
+            if depth == 0:
+                return expression[start : j + 1]
+    return expression[start:]
+
+
+def _parse_single(metric_code: str, expression: str) -> exp.Expression:
+    try:
+        statements = sqlglot.parse(expression)
+    except (ParseError, TokenError) as e:
+        errors = getattr(e, "errors", None) or []
+        fragment = errors[0].get("highlight") if errors else None
+        raise CustomExpressionError(
+            metric_code,
+            fragment or expression,
+            f"cannot parse expression ({errors[0]['description'] if errors else e})",
+        ) from None
+    statements = [s for s in statements if s is not None]
+    if len(statements) != 1:
+        raise CustomExpressionError(
+            metric_code, expression, "only a single expression is allowed"
+        )
+    return statements[0]
+
+
+def _validate(metric_code: str, tree: exp.Expression) -> None:
+    for node in tree.walk(bfs=True):
+        fragment = node.sql()
+        if isinstance(node, _STATEMENT_NODES):
+            raise CustomExpressionError(
+                metric_code, fragment, "DDL/DML statements are not allowed"
+            )
+        if isinstance(node, (exp.Subquery, exp.Query)):
+            raise CustomExpressionError(metric_code, fragment, "subqueries are not allowed")
+        if isinstance(node, (exp.Table, exp.From, exp.Join)):
+            raise CustomExpressionError(
+                metric_code, fragment, "table references are not allowed"
+            )
+        if isinstance(node, exp.Window):
+            raise CustomExpressionError(
+                metric_code, fragment, "window functions are not allowed"
+            )
+        if isinstance(node, exp.AggFunc):
+            raise CustomExpressionError(
+                metric_code,
+                fragment,
+                "aggregate functions are not allowed (custom_agg already sums per event)",
+            )
+        if isinstance(node, exp.Alias):
+            raise CustomExpressionError(metric_code, fragment, "aliases are not allowed")
+        if isinstance(node, (exp.Placeholder, exp.Parameter)):
+            raise CustomExpressionError(
+                metric_code, fragment, "placeholders/parameters are not allowed"
+            )
+        if isinstance(node, (exp.Anonymous, exp.Func)) and not isinstance(
+            node, _ALLOWED_NODES
+        ):
+            if isinstance(node, exp.Anonymous):
+                reason = f"unknown function '{node.name}'"
+            else:
+                reason = f"function '{node.sql_name()}' is not allowed"
+            raise CustomExpressionError(metric_code, fragment, reason)
+        if not isinstance(node, _ALLOWED_NODES):
+            raise CustomExpressionError(
+                metric_code, fragment, f"{type(node).__name__} is not allowed"
+            )
+        if isinstance(node, exp.Column):
+            _validate_column(metric_code, node)
+        elif isinstance(node, exp.Identifier):
+            if not isinstance(node.parent, exp.Column):
+                raise CustomExpressionError(
+                    metric_code, fragment, "unknown identifier"
+                )
+        elif isinstance(node, exp.DataType):
+            if node.this not in ALLOWED_CAST_TYPES:
+                raise CustomExpressionError(
+                    metric_code,
+                    fragment,
+                    "CAST is only allowed to DECIMAL/NUMERIC, INT, BIGINT or SMALLINT",
+                )
+        elif isinstance(node, exp.In):
+            if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
+                raise CustomExpressionError(
+                    metric_code, fragment, "IN accepts only a list of values"
+                )
+
+
+def _validate_column(metric_code: str, col: exp.Column) -> None:
+    fragment = col.sql()
+    if col.args.get("db") or col.args.get("catalog"):
+        raise CustomExpressionError(
+            metric_code,
+            fragment,
+            "unknown identifier (use properties.<key> or timestamp; nested keys "
+            "are not supported)",
+        )
+    if not col.table:
+        if col.name.lower() == "timestamp":
+            return
+        raise CustomExpressionError(
+            metric_code,
+            fragment,
+            "unknown identifier (use properties.<key> or timestamp)",
+        )
+    if col.table.lower() != "properties":
+        raise CustomExpressionError(
+            metric_code,
+            fragment,
+            "unknown identifier (use properties.<key> or timestamp)",
+        )
+    if not _PROPERTY_KEY.fullmatch(col.name):
+        raise CustomExpressionError(
+            metric_code, fragment, "property keys must match [A-Za-z0-9_-]+"
+        )
+
+
+def _decimal_literal(node: exp.Literal) -> exp.Expression:
+    text = node.this
+    if re.fullmatch(r"[0-9]+", text):
+        return node.copy()
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the tokenizer only yields numbers
+        return node.copy()
+    exponent = value.as_tuple().exponent
+    scale = max(0, -exponent) if isinstance(exponent, int) else 0
+    if scale > 38:
+        scale = 38
+    to = exp.DataType.build(f"DECIMAL(38, {scale})")
+    to.set("nullable", False)
+    return exp.Cast(this=exp.Literal.string(format(value, "f")), to=to)

@@ -1,0 +1,164 @@
+"""custom_agg expressions: allowed scalar SQL transpiles per dialect; everything else is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from billhouse.custom_expression import (
+    CustomExpressionError,
+    compile_custom_expression,
+)
+
+CH_PROP = "toDecimal128OrNull(JSONExtractRaw(properties, '{}'), 12)"
+
+
+def ch(expression: str, **kw: object) -> str:
+    return compile_custom_expression(
+        "storage", expression, "clickhouse", property_sql=CH_PROP.format, **kw
+    )
+
+
+def pg(expression: str, **kw: object) -> str:
+    return compile_custom_expression(
+        "storage",
+        expression,
+        "postgres",
+        property_sql=lambda k: f"CAST(properties ->> '{k}' AS NUMERIC)",
+        **kw,
+    )
+
+
+def test_property_reference_goes_through_the_hook_in_both_dialects():
+    assert ch("properties.storage_gb * 2") == (
+        "(toDecimal128OrNull(JSONExtractRaw(properties, 'storage_gb'), 12)) * 2"
+    )
+    assert pg("properties.storage_gb * 2") == (
+        "(CAST(properties ->> 'storage_gb' AS NUMERIC)) * 2"
+    )
+
+
+def test_fractional_literals_become_decimals_never_float():
+    assert ch("properties.gb * 1.5") == (
+        "(toDecimal128OrNull(JSONExtractRaw(properties, 'gb'), 12))"
+        " * CAST('1.5' AS Decimal(38, 1))"
+    )
+    assert pg("0.25e1 + 1") == "CAST('2.5' AS DECIMAL(38, 1)) + 1"
+
+
+def test_division_is_not_cast_to_float_in_postgres():
+    assert pg("properties.a / 3") == "(CAST(properties ->> 'a' AS NUMERIC)) / 3"
+    assert "DOUBLE" not in pg("properties.a / properties.b").upper()
+
+
+def test_if_case_and_functions_transpile():
+    expr = "IF(properties.cpu > 2, GREATEST(properties.cpu, 4), ROUND(properties.cpu, 2))"
+    assert ch(expr) == (
+        "CASE WHEN (toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)) > 2 "
+        "THEN GREATEST((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), 4) "
+        "ELSE ROUND((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), 2) END"
+    )
+    assert pg("COALESCE(properties.a, 0) + ABS(CEIL(properties.b)) - FLOOR(1)") == (
+        "COALESCE((CAST(properties ->> 'a' AS NUMERIC)), 0) + "
+        "ABS(CEIL((CAST(properties ->> 'b' AS NUMERIC)))) - FLOOR(1)"
+    )
+    assert pg("LEAST(properties.a, 10)") == "LEAST((CAST(properties ->> 'a' AS NUMERIC)), 10)"
+
+
+def test_cast_to_decimal_is_not_nullable_wrapped_in_clickhouse():
+    assert pg("CAST(properties.a AS DECIMAL(38, 12))") == (
+        "CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(38, 12))"
+    )
+    assert ch("properties.a::bigint").endswith("AS Int64)")
+
+
+def test_property_used_as_text_goes_through_the_text_hook():
+    out = ch(
+        "CASE WHEN properties.region = 'eu' THEN 1 ELSE 0 END",
+        property_text_sql=lambda k: f"JSONExtractString(properties, '{k}')",
+    )
+    assert out == (
+        "CASE WHEN (JSONExtractString(properties, 'region')) = 'eu' THEN 1 ELSE 0 END"
+    )
+    assert pg("LENGTH(LOWER(properties.name))") == (
+        "LENGTH(LOWER(((properties ->> 'name'))))"
+    )
+
+
+def test_quoted_property_keys_and_timestamp_field():
+    assert pg('properties."gb-month" + 1') == (
+        "(CAST(properties ->> 'gb-month' AS NUMERIC)) + 1"
+    )
+    assert pg("CASE WHEN timestamp >= '2026-01-01' THEN 1 ELSE 0 END") == (
+        "CASE WHEN \"timestamp\" >= '2026-01-01' THEN 1 ELSE 0 END"
+    )
+    assert ch("IF(timestamp < '2026-01-01', 1, 2)", timestamp_sql="ts") == (
+        "CASE WHEN ts < '2026-01-01' THEN 1 ELSE 2 END"
+    )
+
+
+def test_compiled_clickhouse_expression_runs_and_stays_decimal():
+    chdb = pytest.importorskip("chdb")
+    sql = compile_custom_expression(
+        "storage", "properties.gb * 1.5 + IF(properties.region = 'eu', 1, 0)", "clickhouse"
+    )
+    out = chdb.query(
+        f"SELECT {sql} AS v, toTypeName(v) FROM (SELECT "
+        "'{\"gb\": \"10.5\", \"region\": \"eu\"}' AS properties)",
+        "TSV",
+    ).data()
+    value, type_name = out.strip().split("\t")
+    assert value.rstrip("0") == "16.75"
+    assert "Decimal" in type_name and "Float" not in type_name
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason", "fragment"),
+    [
+        ("(SELECT 1)", "subqueries are not allowed", "SELECT 1"),
+        ("(select max(x) from events)", "subqueries are not allowed", "select max(x)"),
+        ("properties.a IN (SELECT 1)", "subqueries are not allowed", "SELECT 1"),
+        ("numbers(10)", "unknown function 'numbers'", "numbers(10)"),
+        ("file('x')", "unknown function 'file'", "file('x')"),
+        ("url('http://evil/x')", "unknown function 'url'", "url('http://evil/x')"),
+        ("1; DROP TABLE events", "single expression", "DROP TABLE events"),
+        ("DROP TABLE events", "not allowed", "DROP TABLE events"),
+        ("sleep(3)", "unknown function 'sleep'", "sleep(3)"),
+        ("sum(x)", "aggregate functions are not allowed", "SUM(x)"),
+        ("count(*)", "aggregate functions are not allowed", "COUNT(*)"),
+        ("properties.a SETTINGS max_threads=1", "SETTINGS", "SETTINGS max_threads=1"),
+        ("SET max_threads = 1", "SET statements are not allowed", "SET max_threads"),
+        ("row_number() OVER ()", "window functions are not allowed", "OVER"),
+        ("sqrt(properties.a)", "function 'SQRT' is not allowed", "SQRT"),
+        ("x + 1", "unknown identifier", "x"),
+        ("events.amount", "unknown identifier", "events.amount"),
+        ("properties.a.b", "nested keys", "properties.a.b"),
+        ("properties.a AS total", "aliases are not allowed", "AS total"),
+        ("CAST(properties.a AS DOUBLE)", "CAST is only allowed", "DOUBLE"),
+        ("properties.\"it's\"", "property keys must match", "it's"),
+        ("properties.a +", "cannot parse", "+"),
+        ("?", "placeholders", "?"),
+        ("", "empty expression", ""),
+    ],
+)
+def test_rejected_expressions_name_the_metric_and_the_offending_part(
+    expression, reason, fragment
+):
+    for dialect in ("clickhouse", "postgres"):
+        with pytest.raises(CustomExpressionError) as info:
+            compile_custom_expression("storage_gb_hours", expression, dialect)
+        message = str(info.value)
+        assert "storage_gb_hours" in message
+        assert reason in message
+        assert fragment in info.value.fragment
+        assert info.value.metric_code == "storage_gb_hours"
+
+
+def test_string_literals_may_contain_sql_keywords():
+    assert pg("CASE WHEN properties.k = 'select * from t; drop' THEN 1 ELSE 0 END").startswith(
+        "CASE WHEN ((properties ->> 'k')) = 'select * from t; drop'"
+    )
+
+
+def test_unsupported_dialect_is_a_programming_error():
+    with pytest.raises(ValueError):
+        compile_custom_expression("m", "1", "bigquery")
