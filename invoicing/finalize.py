@@ -34,6 +34,7 @@ from invoicing.errors import (
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, find_invoice, list_invoices
 from invoicing.money import currency_exponent
 from invoicing.numbering import issue_next_number, lock_sequence
+from invoicing.outbox import enqueue_invoice_finalized_events
 
 __all__ = ["FinalizedFee", "FinalizedInvoice", "finalize_drafts", "list_invoices", "validate_draft"]
 
@@ -117,6 +118,9 @@ def _finalize_one(
             sequential_id, number = issue_next_number(conn, sequence)
             _insert(conn, draft, billing_entity, sequential_id, number)
             invoice = find_invoice(conn, invoice_key=draft.invoice_key)
+            assert invoice is not None
+            # webhooks: invoice.created + invoice.finalized, committed with the invoice
+            enqueue_invoice_finalized_events(conn, invoice)
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == _FEE_BILLED_ONCE:
             raise FeeAlreadyBilledError(draft.invoice_key, exc.diag.message_detail or "") from exc
