@@ -5,6 +5,9 @@
     billhouse close --as-of 2026-12-01T00:00:00Z
     billhouse invoices                   list the ledger's invoices
     billhouse ledger-stop                stop the embedded PostgreSQL server
+    billhouse api-key create NAME        create an events API key (printed once)
+    billhouse api-key revoke ID|PREFIX   revoke an events API key
+    billhouse serve [--host H] [--port P] [--catalog CATALOG.yml]   run the events API
 
 Errors print as one line naming the field and the reason; the exit code is 2 for bad
 input and 1 for a failed run.
@@ -35,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     close.add_argument("--as-of", required=True, help="ISO 8601 instant, e.g. 2026-12-01T00:00:00Z")
     commands.add_parser("invoices", help="list finalized invoices")
     commands.add_parser("ledger-stop", help="stop the embedded PostgreSQL server")
+    _add_ingestion_commands(commands)
     args = parser.parse_args(argv)
     settings = Settings.from_env(args.data_dir)
     try:
@@ -82,7 +86,56 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from billhouse.ledger_connection import stop_ledger
 
         print("stopped" if stop_ledger(settings) else "not running")
+    elif args.command in ("api-key", "serve"):
+        _run_ingestion_command(args, settings)
     return 0
+
+
+# --- ingestion commands (issue 5): api-key create|revoke, serve ---------------------
+
+
+def _add_ingestion_commands(commands: argparse._SubParsersAction) -> None:
+    from ingestion.config import DEFAULT_MAX_BATCH_EVENTS, DEFAULT_MAX_BODY_BYTES
+
+    api_key = commands.add_parser("api-key", help="create or revoke events API keys")
+    key_commands = api_key.add_subparsers(dest="key_command", required=True)
+    create = key_commands.add_parser("create", help="create a key; it is printed once")
+    create.add_argument("name", help="what the key is for, e.g. 'backend prod'")
+    revoke = key_commands.add_parser("revoke", help="revoke a key by id or shown prefix")
+    revoke.add_argument("key", help="the key's id or prefix (as printed by create)")
+    serve = commands.add_parser("serve", help="run the events API (Lago-compatible)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--catalog", type=Path, help="check events against this catalog's metrics")
+    serve.add_argument("--max-batch-events", type=int, default=DEFAULT_MAX_BATCH_EVENTS)
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+
+
+def _run_ingestion_command(args: argparse.Namespace, settings: Settings) -> None:
+    from ingestion.config import IngestConfig
+
+    if args.command == "serve":
+        from ingestion.server import serve
+
+        config = IngestConfig.for_settings(
+            settings,
+            catalog_path=args.catalog,
+            max_batch_events=args.max_batch_events,
+            max_body_bytes=args.max_body_bytes,
+        )
+        serve(settings, config, host=args.host, port=args.port)
+        return
+    from billhouse.ledger_connection import ledger
+    from ingestion.api_keys import create_api_key, revoke_api_key
+
+    with ledger(settings) as conn:
+        if args.key_command == "create":
+            created = create_api_key(conn, args.name)
+            print(f"id {created.record.id} prefix {created.record.key_prefix} name {created.record.name!r}")
+            print(created.secret)
+        else:
+            revoked = revoke_api_key(conn, args.key)
+            print(f"revoked {revoked.id} ({revoked.key_prefix}, {revoked.name!r}) at {revoked.revoked_at}")
 
 
 if __name__ == "__main__":
