@@ -168,7 +168,7 @@ class StripeGateway:
                 continue
             seen.add(intent_id)
             intent = self._call(self.client.v1.payment_intents.retrieve, intent_id)
-            if (intent.metadata or {}).get(ATTEMPT_METADATA_KEY) == idempotency_key:
+            if _plain(getattr(intent, "metadata", None)).get(ATTEMPT_METADATA_KEY) == idempotency_key:
                 return _result(intent)
         return None
 
@@ -186,15 +186,22 @@ def _id(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value.id)
 
 
+def _plain(value: Any) -> dict[str, Any]:
+    """A Stripe sub-object (StripeObject, dict or None) as a plain dict."""
+    if value is None:
+        return {}
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
+
+
 def _result(intent: Any) -> ChargeResult:
     charge_id = _id(getattr(intent, "latest_charge", None))
     if intent.status == "succeeded":
         return ChargeResult("succeeded", intent.id, charge_id)
     if intent.status == "processing":
         return ChargeResult("processing", intent.id, charge_id)
-    error = getattr(intent, "last_payment_error", None) or {}
-    code = error.get("decline_code") or error.get("code") if error else None
-    message = error.get("message") if error else None
+    error = _plain(getattr(intent, "last_payment_error", None))
+    code = error.get("decline_code") or error.get("code")
+    message = error.get("message")
     if intent.status == "requires_action":
         code, message = "authentication_required", "the payment method needs the customer present"
     return ChargeResult(

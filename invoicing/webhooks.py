@@ -261,7 +261,7 @@ def _next_due(conn: psycopg.Connection, now: datetime | None) -> dict[str, Any] 
             JOIN webhook_events e ON e.id = d.event_id
             JOIN webhook_endpoints p ON p.id = d.endpoint_id
             WHERE d.status = 'pending' AND d.next_attempt_at <= coalesce(%s, now())
-            ORDER BY d.next_attempt_at, e.created_at, d.event_id
+            ORDER BY d.next_attempt_at, e.position, d.endpoint_id
             LIMIT 1
             FOR UPDATE OF d SKIP LOCKED
             """,

@@ -91,6 +91,8 @@ CREATE TABLE webhook_endpoints (
 -- enqueueing the same fact twice a no-op.
 CREATE TABLE webhook_events (
     id text PRIMARY KEY CHECK (id ~ '^evt_[0-9a-f]{32}$'),
+    -- enqueue order (events of one transaction share created_at)
+    position bigserial NOT NULL UNIQUE,
     event_type text NOT NULL CHECK (event_type IN (
         'invoice.created', 'invoice.finalized', 'invoice.payment_succeeded',
         'invoice.payment_failed', 'invoice.overdue', 'credit_note.created',
@@ -101,7 +103,7 @@ CREATE TABLE webhook_events (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
-CREATE INDEX webhook_events_object_idx ON webhook_events (object_id, created_at);
+CREATE INDEX webhook_events_object_idx ON webhook_events (object_id, position);
 
 -- One row per event and endpoint subscribed to it when the event was enqueued.
 -- pending: due at next_attempt_at; delivered: a 2xx answer; failed: gave up after the
