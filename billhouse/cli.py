@@ -3,6 +3,7 @@
     billhouse demo                       load the demo data, close Oct–Nov 2026, render PDFs
     billhouse load CATALOG.yml [EVENTS.json]
     billhouse close --as-of 2026-12-01T00:00:00Z
+    billhouse simulate SCENARIO.yml [--json]   preview a scenario's invoices (throwaway store)
     billhouse invoices                   list the ledger's invoices
     billhouse ledger-stop                stop the embedded PostgreSQL server
     billhouse api-key create NAME        create an events API key (printed once)
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument("events", type=Path, nargs="?", help="a JSON list of events in Lago's shape")
     close = commands.add_parser("close", help="bill every period ended by --as-of")
     close.add_argument("--as-of", required=True, help="ISO 8601 instant, e.g. 2026-12-01T00:00:00Z")
+    simulate = commands.add_parser("simulate", help="preview the invoices of a scenario file")
+    simulate.add_argument("scenario", type=Path)
+    simulate.add_argument("--json", action="store_true", help="print JSON (scenario-format.md)")
     commands.add_parser("invoices", help="list finalized invoices")
     commands.add_parser("ledger-stop", help="stop the embedded PostgreSQL server")
     _add_ingestion_commands(commands)
@@ -74,6 +78,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         report = close(settings, as_of)
         print(f"dbt: {report.dbt_summary}")
         print_invoices(report.invoices, report.pdfs)
+    elif args.command == "simulate":
+        from billhouse.simulate import invoices_as_json, invoices_as_text, read_scenario, simulate
+
+        invoices = simulate(read_scenario(args.scenario))
+        if args.json:
+            print(json.dumps(invoices_as_json(invoices), indent=2))
+        else:
+            print(invoices_as_text(invoices), end="")
     elif args.command == "invoices":
         from billhouse.ledger_connection import ledger
         from billhouse.summary import print_invoices

@@ -35,7 +35,9 @@ class Warehouse:
         """Replace the catalog, customers and subscriptions with those of ``catalog``."""
         rows = catalog.rows()
         for table in REFERENCE_TABLES:
-            self.client.command(f"TRUNCATE TABLE {self.schema}.{table.name}")
+            # Dropped and created anew: reference tables follow raw_tables.py exactly.
+            self.client.command(f"DROP TABLE IF EXISTS {self.schema}.{table.name}")
+            self.client.command(table.clickhouse_ddl(self.schema))
             self._insert(table, rows[table.name])
 
     def append_events(self, events: list[Event], ingested_at: datetime) -> None:
@@ -77,7 +79,7 @@ def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
     """Own the embedded store for the duration of the block."""
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
     client = clickhouse_connect.get_client(
-        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC"}
+        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC", "join_use_nulls": 1}
     )
     try:
         warehouse = Warehouse(client)

@@ -29,3 +29,16 @@
 {% macro clickhouse__null_string() -%}
     cast(null as Nullable(String))
 {%- endmacro %}
+
+
+{% macro nullable_decimal_type() -%}
+    {{ return(adapter.dispatch('nullable_decimal_type', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__nullable_decimal_type() -%}
+    {{ billhouse.decimal_type() }}
+{%- endmacro %}
+
+{% macro clickhouse__nullable_decimal_type() -%}
+    Nullable({{ billhouse.decimal_type() }})
+{%- endmacro %}

@@ -8,8 +8,16 @@ charge_fees as (
     select * from {{ ref('int_charge_fees_rated') }}
 ),
 
+true_ups as (
+    select * from {{ ref('int_charge_minimum_true_ups') }}
+),
+
 plans as (
     select * from {{ ref('stg_billhouse__plans') }}
+),
+
+currencies as (
+    select * from {{ ref('currencies') }}
 ),
 
 unioned as (
@@ -26,6 +34,9 @@ unioned as (
         {{ billhouse.null_string() }} as charge_id,
         {{ billhouse.null_string() }} as billable_metric_code,
         {{ billhouse.null_string() }} as charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        0 as is_true_up,
         plans.plan_name as invoice_display_name,
         0 as sort_order,
         subscription_fees.units as units,
@@ -51,6 +62,9 @@ unioned as (
         charge_id,
         billable_metric_code,
         charge_model,
+        filter_index,
+        group_key,
+        0 as is_true_up,
         invoice_display_name,
         1 as sort_order,
         units,
@@ -58,6 +72,34 @@ unioned as (
         precise_amount,
         amount_cents
     from charge_fees
+
+    union all
+
+    select
+        true_ups.fee_key as fee_key,
+        'charge' as fee_kind,
+        true_ups.external_subscription_id as external_subscription_id,
+        true_ups.external_customer_id as external_customer_id,
+        true_ups.plan_code as plan_code,
+        true_ups.currency as currency,
+        true_ups.period_start as period_start,
+        true_ups.period_end as period_end,
+        true_ups.issuing_date as issuing_date,
+        true_ups.charge_id as charge_id,
+        true_ups.billable_metric_code as billable_metric_code,
+        true_ups.charge_model as charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        1 as is_true_up,
+        true_ups.invoice_display_name as invoice_display_name,
+        2 as sort_order,
+        {{ billhouse.to_decimal('1') }} as units,
+        {{ billhouse.to_decimal('true_ups.amount_cents') }} / currencies.minor_units_per_major as unit_amount,
+        {{ billhouse.to_decimal('true_ups.amount_cents') }} / currencies.minor_units_per_major as precise_amount,
+        true_ups.amount_cents as amount_cents
+    from true_ups
+    inner join currencies
+        on true_ups.currency = currencies.currency
 ),
 
 final as (
@@ -78,6 +120,9 @@ final as (
         charge_id,
         billable_metric_code,
         charge_model,
+        filter_index,
+        group_key,
+        is_true_up,
         invoice_display_name,
         sort_order,
         units,
