@@ -129,6 +129,7 @@ class IngestionApp:
             if refused.status != 404:
                 self.metrics.reject(refused.status, refused.events)
             status, headers, body = refused.status, _JSON_HEADERS, _encode(refused.body)
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

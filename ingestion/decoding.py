@@ -13,12 +13,15 @@ Two paths give the same answer:
 ``tests/test_ingestion_decoding.py`` checks on generated bodies that whenever the fast
 path answers, its rows equal the reference path's. One extra rule lives here because
 it is a limit of the store, not of the event: timestamps must fit ClickHouse's
-``DateTime64(3)`` (1900-01-01 to 2299-12-31), or the close could not load them.
+``DateTime64(3)`` (1900-01-01 to 2299-12-31), or the close could not load them. And
+one reading is Lago's: a timestamp string of Unix seconds ("1793491200.5") is taken as
+that number, as Lago's API does and as the lago-python-client sends it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -38,6 +41,10 @@ MIN_TIMESTAMP_MS = (datetime(1900, 1, 1, tzinfo=timezone.utc) - EPOCH) // _MS
 MAX_TIMESTAMP_MS = (datetime(2300, 1, 1, tzinfo=timezone.utc) - EPOCH) // _MS - 1
 _MIN_SECONDS = -(-MIN_TIMESTAMP_MS // 1000)
 _MAX_SECONDS = MAX_TIMESTAMP_MS // 1000
+
+# Lago also takes Unix seconds written as a JSON string ("1793491200", "1793491200.5");
+# the lago-python-client sends them so. They are read as the exact decimal they spell.
+_UNIX_SECONDS_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 
 # Same output as validate_event's json.dumps(properties, sort_keys=True, default=...).
 _encode_properties = json.JSONEncoder(sort_keys=True, default=_json_number).encode
@@ -137,6 +144,11 @@ def fast_rows(events: Sequence[WireEvent], now_ms: int, catalog: Catalog | None 
             ms = int(whole) * 1000 + int((fraction + "000")[:3])
             if ms > MAX_TIMESTAMP_MS:
                 return None
+        elif _UNIX_SECONDS_TEXT.fullmatch(value):
+            whole, _, fraction = value.partition(".")
+            ms = int(whole) * 1000 + int((fraction + "000")[:3])
+            if ms > MAX_TIMESTAMP_MS:
+                return None
         else:
             try:
                 moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -158,9 +170,13 @@ def reference_rows(raw_events: list[Any], now_ms: int, catalog: Catalog | None =
     """Validate each event with ``validate_event``; raise the first EventError."""
     rows: list[Row] = []
     for index, raw in enumerate(raw_events):
-        if isinstance(raw, Mapping) and raw.get("timestamp") is None:
-            # "default now" is the request's arrival, the same instant as the fast path
-            raw = {**raw, "timestamp": now_ms // 1000 if now_ms % 1000 == 0 else _ms_decimal(now_ms)}
+        if isinstance(raw, Mapping):
+            timestamp = raw.get("timestamp")
+            if timestamp is None:
+                # "default now" is the request's arrival, the same instant as the fast path
+                raw = {**raw, "timestamp": _ms_decimal(now_ms)}
+            elif isinstance(timestamp, str) and _UNIX_SECONDS_TEXT.fullmatch(timestamp):
+                raw = {**raw, "timestamp": Decimal(timestamp)}
         try:
             event = validate_event(index, raw, catalog)
         except OverflowError as exc:
