@@ -22,6 +22,8 @@ from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
+from ingestion.config import landing_dir
+from ingestion.loader import load_landed_events
 from invoicing.drafts import read_invoice_drafts
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedInvoice, record_pdf_path
@@ -50,8 +52,9 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
 
 def close(settings: Settings, as_of: datetime, seller: Seller | None = None) -> CloseReport:
     as_of_utc = as_of.astimezone(timezone.utc)
-    with open_warehouse(settings):
-        pass  # make sure the raw tables exist before dbt reads them as sources
+    with open_warehouse(settings) as warehouse:  # creates the raw tables dbt reads as sources
+        # issue 5: events the API accepted since the last close, loaded exactly once
+        load_landed_events(warehouse, landing_dir(settings))
     dbt = run_dbt(settings, ["build"], {"as_of": as_of_utc.strftime("%Y-%m-%dT%H:%M:%SZ")})
     with open_warehouse(settings) as warehouse:
         drafts = read_invoice_drafts(warehouse)
