@@ -46,8 +46,19 @@ _MAX_SECONDS = MAX_TIMESTAMP_MS // 1000
 # the lago-python-client sends them so. They are read as the exact decimal they spell.
 _UNIX_SECONDS_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 
-# Same output as validate_event's json.dumps(properties, sort_keys=True, default=...).
-_encode_properties = json.JSONEncoder(sort_keys=True, default=_json_number).encode
+# Same output as validate_event's json.dumps(properties, sort_keys=True, default=...):
+# the standard library's own C encoder with json.dumps's separators, built once instead
+# of per call (half the cost). Decoded JSON cannot be circular, so no markers.
+try:
+    from json.encoder import c_make_encoder, encode_basestring_ascii
+
+    _c_encode = c_make_encoder(None, _json_number, encode_basestring_ascii, None, ": ", ", ", True, False, True)
+
+    def _encode_properties(properties: dict) -> str:
+        return "".join(_c_encode(properties, 0))
+
+except ImportError:  # no C accelerator: the plain encoder, same output
+    _encode_properties = json.JSONEncoder(sort_keys=True, default=_json_number).encode
 
 
 class MalformedBody(ValueError):
