@@ -9,6 +9,10 @@
     billhouse api-key create NAME        create an events API key (printed once)
     billhouse api-key revoke ID|PREFIX   revoke an events API key
     billhouse serve [--host H] [--port P] [--catalog CATALOG.yml]   run the events API
+    billhouse collect                    charge due invoices through Stripe, mark overdue
+    billhouse deliver-webhooks           send due webhook deliveries from the outbox
+    billhouse webhook-endpoint URL [--event-type T ...]   register a receiver (prints its secret)
+    billhouse stripe-customer ID [--stripe-customer cus_..] [--payment-method pm_..]
 
 Errors print as one line naming the field and the reason; the exit code is 2 for bad
 input and 1 for a failed run.
@@ -43,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("invoices", help="list finalized invoices")
     commands.add_parser("ledger-stop", help="stop the embedded PostgreSQL server")
     _add_ingestion_commands(commands)
+    _add_payment_commands(commands)
     args = parser.parse_args(argv)
     settings = Settings.from_env(args.data_dir)
     try:
@@ -100,6 +105,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print("stopped" if stop_ledger(settings) else "not running")
     elif args.command in ("api-key", "serve"):
         _run_ingestion_command(args, settings)
+    elif args.command in _PAYMENT_COMMANDS:
+        _run_payment_command(args, settings)
     return 0
 
 
@@ -148,6 +155,78 @@ def _run_ingestion_command(args: argparse.Namespace, settings: Settings) -> None
         else:
             revoked = revoke_api_key(conn, args.key)
             print(f"revoked {revoked.id} ({revoked.key_prefix}, {revoked.name!r}) at {revoked.revoked_at}")
+
+
+
+# --- payments and webhooks commands (issue 6): collect, deliver-webhooks, ... -------
+
+_PAYMENT_COMMANDS = ("collect", "deliver-webhooks", "webhook-endpoint", "stripe-customer")
+
+
+def _add_payment_commands(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser(
+        "collect", help="charge due invoices through Stripe ($STRIPE_API_KEY, $STRIPE_API_BASE)"
+    )
+    commands.add_parser("deliver-webhooks", help="send the webhook deliveries that are due")
+    endpoint = commands.add_parser("webhook-endpoint", help="register a webhook receiver URL")
+    endpoint.add_argument("url")
+    endpoint.add_argument("--event-type", action="append", help="only this type (repeatable)")
+    customer = commands.add_parser("stripe-customer", help="link or create a customer's Stripe customer")
+    customer.add_argument("external_customer_id")
+    customer.add_argument("--stripe-customer", help="an existing cus_ id (else one is created)")
+    customer.add_argument("--payment-method", help="pm_ id to charge off-session from now on")
+
+
+def _run_payment_command(args: argparse.Namespace, settings: Settings) -> None:
+    from billhouse.ledger_connection import ledger
+    from invoicing.migrations import migrate
+
+    with ledger(settings) as conn:
+        migrate(conn)
+        if args.command == "collect":
+            from invoicing.dunning import PaymentPolicy
+            from invoicing.payments import collect
+            from invoicing.stripe_gateway import StripeGateway
+
+            report = collect(conn, StripeGateway.from_env(), policy=PaymentPolicy.from_env())
+            print(
+                f"taken on {len(report.taken_on)}, paid {len(report.succeeded)},"
+                f" failed {len(report.failed)}, processing {len(report.processing)},"
+                f" recovered {len(report.recovered)}, no payment method"
+                f" {len(report.no_payment_method)}, newly overdue {len(report.overdue)},"
+                f" Stripe errors {len(report.errors)}"
+            )
+        elif args.command == "deliver-webhooks":
+            from invoicing.webhooks import deliver_webhooks
+
+            sent = deliver_webhooks(conn)
+            print(
+                f"delivered {len(sent.delivered)}, retrying {len(sent.retrying)},"
+                f" gave up {len(sent.failed)}"
+            )
+        elif args.command == "webhook-endpoint":
+            from invoicing.webhooks import add_webhook_endpoint
+
+            endpoint = add_webhook_endpoint(conn, args.url, event_types=args.event_type)
+            print(f"endpoint {endpoint.id} {endpoint.url}")
+            print(endpoint.secret)
+        else:
+            from invoicing.payments import link_stripe_customer, set_up_stripe_customer
+            from invoicing.stripe_gateway import StripeGateway
+
+            if args.stripe_customer and not args.payment_method:
+                linked = link_stripe_customer(conn, args.external_customer_id, args.stripe_customer)
+            else:
+                gateway = StripeGateway.from_env()
+                if args.stripe_customer:
+                    link_stripe_customer(conn, args.external_customer_id, args.stripe_customer)
+                linked = set_up_stripe_customer(
+                    conn, gateway, args.external_customer_id, payment_method_id=args.payment_method
+                )
+            print(
+                f"{linked.external_customer_id} -> {linked.stripe_customer_id}"
+                f" (default payment method {linked.default_payment_method_id or 'none'})"
+            )
 
 
 if __name__ == "__main__":

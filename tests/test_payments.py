@@ -533,3 +533,35 @@ def test_a_collector_killed_around_the_stripe_call_charges_exactly_once_when_rer
     # and a third run changes nothing
     assert run_collector(ledger_db, stripe_base, None).returncode == 0
     assert len(stripe_charges(stripe_base, stripe_customer)) == 1
+
+
+def test_the_cli_links_a_customer_collects_and_delivers(
+    ledger_db: Settings, conn: psycopg.Connection, gateway: StripeGateway, stripe_base: str
+) -> None:
+    invoice = issue(conn, "ivy", 2500)
+    method = gateway.create_card_payment_method(GOOD_CARD)
+    assert ledger_db.database_url
+    env = {
+        **{k: v for k, v in os.environ.items() if k != CRASH_ENV},
+        "DATABASE_URL": ledger_db.database_url,
+        "STRIPE_API_KEY": API_KEY,
+        "STRIPE_API_BASE": stripe_base,
+        "BILLHOUSE_RETRY_AFTER_DAYS": "2,4",
+    }
+
+    def billhouse(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "billhouse.cli", *args], env=env, cwd=PROJECT_DIR,
+            capture_output=True, text=True, timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    linked = billhouse("stripe-customer", "ivy", "--payment-method", method)
+    assert linked.startswith("ivy -> cus_") and method in linked
+    endpoint = billhouse("webhook-endpoint", f"http://127.0.0.1:{free_port()}/nobody")
+    assert endpoint.splitlines()[1].startswith("whsec_")
+    assert "paid 1," in billhouse("collect")
+    assert get_invoice(conn, id=invoice.id).payment_status == "succeeded"
+    # the payment event was fanned out to the endpoint; nobody listens, so it is retried
+    assert billhouse("deliver-webhooks").strip() == "delivered 0, retrying 1, gave up 0"
