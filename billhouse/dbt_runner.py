@@ -23,7 +23,8 @@ class DbtRunError(BillhouseError):
     def __init__(self, command: list[str], output: str) -> None:
         self.command = command
         self.output = output
-        failures = [line for line in output.splitlines() if "ERROR" in line or "Error" in line or "FAIL" in line]
+        markers = ("ERROR", "Error", "FAIL", "Exception", "Code:")
+        failures = [line for line in output.splitlines() if any(marker in line for marker in markers)]
         detail = "\n".join(failures[-12:]) or output[-2000:]
         super().__init__(f"dbt {' '.join(command)} failed:\n{detail}")
 

@@ -25,7 +25,7 @@
     {%- else -%}
         case {{ metric_code_column }}
         {%- for row in rows %}
-            when '{{ row[0] | replace("'", "''") }}' then {{ billhouse.to_decimal('(' ~ row[1] ~ ')') }}
+            when '{{ row[0] | replace("'", "''") }}' then cast(({{ row[1] }}) as {{ billhouse.nullable_decimal_type() }})
         {%- endfor %}
         end
     {%- endif -%}
