@@ -11,7 +11,8 @@
 3. charges every collection whose next attempt is due, for the customer's default
    payment method (``stripe_customers``): the attempt row, with its idempotency key
    ``billhouse-<invoice id>-<attempt number>``, is committed BEFORE Stripe is called;
-4. marks unpaid invoices past their due date overdue (``invoicing.dunning``).
+4. marks unpaid invoices past their due date overdue (``invoicing.dunning``);
+5. refunds pending credit-note refunds (``invoicing.refunds``).
 
 The outcome of an attempt is written in one transaction with the invoice's payment
 status, the next retry (``PaymentPolicy``) and the ``invoice.payment_succeeded`` or
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
@@ -44,6 +45,9 @@ from invoicing.ledger import find_invoice
 from invoicing.outbox import enqueue_event, invoice_payload
 from invoicing.stripe_gateway import ChargeResult, StripeGateway, StripeGatewayError
 
+if TYPE_CHECKING:
+    from invoicing.refunds import RefundReport
+
 __all__ = [
     "CRASH_ENV",
     "Collection",
@@ -54,6 +58,7 @@ __all__ = [
     "collect",
     "get_collection",
     "get_stripe_customer",
+    "invoice_lock",
     "link_stripe_customer",
     "list_payment_attempts",
     "retry_collection",
@@ -65,7 +70,8 @@ logger = logging.getLogger(__name__)
 
 # Test hook: a real crash (os._exit) at a named point of an attempt, to prove recovery.
 # Points: "before_stripe_call" (attempt committed, Stripe not called) and
-# "after_stripe_call" (Stripe answered, the ledger has not recorded it).
+# "after_stripe_call" (Stripe answered, the ledger has not recorded it); the same two
+# for refunds: "before_stripe_refund", "after_stripe_refund" (invoicing.refunds).
 CRASH_ENV = "BILLHOUSE_CRASH_AT"
 CRASH_EXIT_CODE = 86
 
@@ -138,6 +144,7 @@ class CollectionReport:
     no_payment_method: list[UUID] = field(default_factory=list)
     errors: dict[UUID, str] = field(default_factory=dict)  # Stripe unreachable: retried next run
     overdue: list[UUID] = field(default_factory=list)
+    refunds: RefundReport | None = None  # credit-note refunds made by this run
 
 
 # -- customers --------------------------------------------------------------------
@@ -307,6 +314,9 @@ def collect(
             logger.warning("collecting invoice %s: %s (retried next run)", invoice_id, exc)
             report.errors[invoice_id] = str(exc)
     report.overdue = mark_overdue(conn, at)
+    from invoicing.refunds import refund_credit_notes  # refunds builds on this module
+
+    report.refunds = refund_credit_notes(conn, gateway)
     return report
 
 
@@ -368,8 +378,11 @@ def _open_work(conn: psycopg.Connection, at: datetime) -> list[UUID]:
 
 
 @contextmanager
-def _invoice_lock(conn: psycopg.Connection, invoice_id: UUID) -> Iterator[bool]:
-    """A session advisory lock on the invoice; yields whether this session got it."""
+def invoice_lock(conn: psycopg.Connection, invoice_id: UUID) -> Iterator[bool]:
+    """A session advisory lock on the invoice's money movements; yields whether we got it.
+
+    Held across the Stripe call (not a transaction); released by unlock or by the
+    session ending, so a collector that dies does not keep it."""
     key = f"billhouse-collect:{invoice_id}"
     row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
     got = bool(row and row[0])
@@ -388,7 +401,7 @@ def _collect_one(
     at: datetime,
     report: CollectionReport,
 ) -> None:
-    with _invoice_lock(conn, invoice_id) as got:
+    with invoice_lock(conn, invoice_id) as got:
         if not got:
             return  # another collector is on it
         open_attempt = _open_attempt(conn, invoice_id)
@@ -402,7 +415,7 @@ def _collect_one(
         attempt = _start_attempt(conn, invoice_id, at, report)
         if attempt is None:
             return
-        _crash_point("before_stripe_call")
+        crash_point("before_stripe_call")
         result = gateway.charge(
             amount_cents=attempt.amount_cents,
             currency=attempt.currency,
@@ -411,7 +424,7 @@ def _collect_one(
             idempotency_key=attempt.idempotency_key,
             metadata=_metadata(attempt),
         )
-        _crash_point("after_stripe_call")
+        crash_point("after_stripe_call")
         _record(conn, attempt, result, policy, at, report)
 
 
@@ -593,7 +606,7 @@ def _metadata(attempt: PaymentAttempt) -> dict[str, str]:
     }
 
 
-def _crash_point(name: str) -> None:
+def crash_point(name: str) -> None:
     if os.environ.get(CRASH_ENV) == name:
         logging.shutdown()
         os._exit(CRASH_EXIT_CODE)

@@ -27,6 +27,7 @@ from invoicing.errors import InvoicingError
 __all__ = [
     "ATTEMPT_METADATA_KEY",
     "ChargeResult",
+    "RefundResult",
     "StripeGateway",
     "StripeGatewayError",
 ]
@@ -46,6 +47,13 @@ class ChargeResult:
     charge_id: str | None
     failure_code: str | None = None
     failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    status: str  # "succeeded" | "failed" | "pending"
+    refund_id: str | None
+    failure_reason: str | None = None
 
 
 class StripeGateway:
@@ -172,6 +180,35 @@ class StripeGateway:
                 return _result(intent)
         return None
 
+    def refund(
+        self, *, payment_intent_id: str, amount_cents: int, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> RefundResult:
+        """Refund part or all of a succeeded PaymentIntent; a refusal is a failed result."""
+        try:
+            refund = self.client.v1.refunds.create(
+                {
+                    "payment_intent": payment_intent_id,
+                    "amount": amount_cents,
+                    "metadata": {**metadata, ATTEMPT_METADATA_KEY: idempotency_key},
+                },
+                {"idempotency_key": idempotency_key},
+            )
+        except stripe.InvalidRequestError as exc:
+            return RefundResult("failed", None, str(exc.user_message or exc))
+        except stripe.StripeError as exc:
+            raise StripeGatewayError(f"Stripe refused the refund: {exc}") from exc
+        return _refund_result(refund)
+
+    def find_refund(self, *, payment_intent_id: str, idempotency_key: str) -> RefundResult | None:
+        """The refund made under this key for the PaymentIntent, or None if none was."""
+        refunds = self._call(
+            self.client.v1.refunds.list, {"payment_intent": payment_intent_id, "limit": 100}
+        )
+        for refund in refunds.auto_paging_iter():
+            if _plain(getattr(refund, "metadata", None)).get(ATTEMPT_METADATA_KEY) == idempotency_key:
+                return _refund_result(refund)
+        return None
+
     def _call(self, method: Any, *args: Any) -> Any:
         try:
             return method(*args)
@@ -211,6 +248,14 @@ def _result(intent: Any) -> ChargeResult:
         code or f"payment_intent_{intent.status}",
         message or f"PaymentIntent is {intent.status}",
     )
+
+
+def _refund_result(refund: Any) -> RefundResult:
+    status = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending"}.get(
+        refund.status, "failed"
+    )
+    reason = None if status != "failed" else str(getattr(refund, "failure_reason", None) or refund.status)
+    return RefundResult(status, refund.id, reason)
 
 
 def _declined(exc: stripe.CardError) -> ChargeResult:

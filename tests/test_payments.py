@@ -30,6 +30,7 @@ from psycopg import sql
 
 from billhouse.ledger_connection import ledger_url, stop_ledger
 from billhouse.settings import Settings
+from invoicing.credit_notes import create_credit_note
 from invoicing.drafts import DraftFee, InvoiceDraft
 from invoicing.dunning import PaymentPolicy, PaymentPolicyError
 from invoicing.finalize import finalize_drafts
@@ -565,3 +566,93 @@ def test_the_cli_links_a_customer_collects_and_delivers(
     assert get_invoice(conn, id=invoice.id).payment_status == "succeeded"
     # the payment event was fanned out to the endpoint; nobody listens, so it is retried
     assert billhouse("deliver-webhooks").strip() == "delivered 0, retrying 1, gave up 0"
+
+
+# -- refunds ----------------------------------------------------------------------
+
+
+def stripe_refunds(base: str, payment_intent_id: str) -> list[tuple[int, str]]:
+    response = httpx.get(
+        f"{base}/v1/refunds", params={"payment_intent": payment_intent_id, "limit": 100}, auth=(API_KEY, "")
+    )
+    response.raise_for_status()
+    return sorted((r["amount"], r["status"]) for r in response.json()["data"])
+
+
+def credit_note_refund_status(conn: psycopg.Connection, credit_note_id: UUID) -> str | None:
+    row = conn.execute("SELECT refund_status FROM credit_notes WHERE id = %s", (credit_note_id,)).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def test_a_credit_note_refund_goes_back_to_the_card_once(
+    conn: psycopg.Connection, gateway: StripeGateway, stripe_base: str
+) -> None:
+    customer_with_card(conn, gateway, "jade", GOOD_CARD)
+    invoice = issue(conn, "jade", 8000)
+    collect(conn, gateway, now=T0)
+    (paid,) = list_payment_attempts(conn, invoice.id)
+    assert paid.payment_intent_id is not None
+    # 30.00 back to the card, 10.00 as credit for the next invoices
+    note = create_credit_note(
+        conn, invoice.id, idempotency_key="jade-cn-1", refund_amount_cents=3000, credit_amount_cents=1000
+    )
+    assert note.refund_status == "pending"
+
+    report = collect(conn, gateway, now=T0 + DAY)
+
+    assert report.refunds is not None and report.refunds.succeeded == [note.id]
+    assert credit_note_refund_status(conn, note.id) == "succeeded"
+    assert stripe_refunds(stripe_base, paid.payment_intent_id) == [(3000, "succeeded")]
+    again = collect(conn, gateway, now=T0 + 2 * DAY)
+    assert again.refunds is not None and again.refunds.succeeded == []
+    assert stripe_refunds(stripe_base, paid.payment_intent_id) == [(3000, "succeeded")]
+
+
+def test_a_refund_of_an_invoice_not_paid_through_stripe_waits(conn: psycopg.Connection, gateway: StripeGateway) -> None:
+    invoice = issue(conn, "kite", 500)
+    conn.execute("UPDATE invoices SET payment_status = 'succeeded' WHERE id = %s", (invoice.id,))  # paid by wire
+    note = create_credit_note(conn, invoice.id, idempotency_key="kite-cn", refund_amount_cents=500)
+    report = collect(conn, gateway, now=T0)
+    assert report.refunds is not None and report.refunds.not_paid_by_stripe == [note.id]
+    assert credit_note_refund_status(conn, note.id) == "pending"
+
+
+_REFUNDER = """
+import sys
+import psycopg
+from invoicing.refunds import refund_credit_notes
+from invoicing.stripe_gateway import StripeGateway
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    report = refund_credit_notes(conn, StripeGateway(sys.argv[2], api_base=sys.argv[3]))
+print("refunded", len(report.succeeded))
+"""
+
+
+@pytest.mark.parametrize("crash_at", ["before_stripe_refund", "after_stripe_refund"])
+def test_a_refunder_killed_around_the_stripe_call_refunds_exactly_once_when_rerun(
+    ledger_db: Settings, conn: psycopg.Connection, gateway: StripeGateway, stripe_base: str, crash_at: str
+) -> None:
+    customer = f"lark-{crash_at}"
+    customer_with_card(conn, gateway, customer, GOOD_CARD)
+    invoice = issue(conn, customer, 2000)
+    collect(conn, gateway, now=T0)
+    (paid,) = list_payment_attempts(conn, invoice.id)
+    note = create_credit_note(conn, invoice.id, idempotency_key=f"{customer}-cn", refund_amount_cents=2000)
+    assert ledger_db.database_url
+    command = [sys.executable, "-c", _REFUNDER, ledger_db.database_url, API_KEY, stripe_base]
+
+    crashed = subprocess.run(
+        command, env={**os.environ, CRASH_ENV: crash_at}, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120
+    )
+    assert crashed.returncode == 86, crashed.stderr
+    assert credit_note_refund_status(conn, note.id) == "pending"
+    expected_at_crash = [(2000, "succeeded")] if crash_at == "after_stripe_refund" else []
+    assert stripe_refunds(stripe_base, paid.payment_intent_id or "") == expected_at_crash
+
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    rerun = subprocess.run(command, env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.split() == ["refunded", "1"]
+    assert credit_note_refund_status(conn, note.id) == "succeeded"
+    assert stripe_refunds(stripe_base, paid.payment_intent_id or "") == [(2000, "succeeded")]

@@ -125,3 +125,20 @@ CREATE TABLE webhook_deliveries (
 
 CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
     WHERE status = 'pending';
+
+-- Refunds of credit notes to the payment method (credit_notes.refund_status 'pending').
+-- Like payment attempts, the row is committed (status 'started') before Stripe is
+-- called with its idempotency key, and a 'started' row is reconciled with Stripe on the
+-- next run. One refund per credit note, against the invoice's successful PaymentIntent.
+CREATE TABLE credit_note_refunds (
+    credit_note_id uuid PRIMARY KEY REFERENCES credit_notes (id) ON DELETE RESTRICT,
+    idempotency_key text NOT NULL UNIQUE,
+    payment_intent_id text NOT NULL,
+    amount_cents bigint NOT NULL CHECK (amount_cents > 0),
+    status text NOT NULL DEFAULT 'started' CHECK (status IN ('started', 'succeeded', 'failed')),
+    stripe_refund_id text UNIQUE,
+    failure_reason text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz,
+    CHECK ((status = 'started') = (finished_at IS NULL))
+);
