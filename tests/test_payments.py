@@ -31,6 +31,7 @@ from psycopg import sql
 from billhouse.ledger_connection import ledger_url, stop_ledger
 from billhouse.settings import Settings
 from invoicing.credit_notes import create_credit_note
+from invoicing.customers import set_net_payment_term
 from invoicing.drafts import DraftFee, InvoiceDraft
 from invoicing.dunning import PaymentPolicy, PaymentPolicyError
 from invoicing.finalize import finalize_drafts
@@ -397,6 +398,31 @@ def test_every_retry_failing_exhausts_the_schedule_and_the_unpaid_invoice_is_ove
     assert collect(conn, gateway, policy=policy, now=T0 + 31 * DAY).succeeded == [invoice.id]
     collection = get_collection(conn, invoice.id)
     assert collection is not None and collection.state == "succeeded" and not collection.overdue
+
+
+def test_with_net_terms_past_the_last_retry_the_invoice_is_overdue_only_after_the_retries(
+    conn: psycopg.Connection, gateway: StripeGateway
+) -> None:
+    customer_with_card(conn, gateway, "cove", DECLINED_CARD)
+    set_net_payment_term(conn, "cove", 8)  # due 2025-04-09, overdue from 04-10
+    invoice = issue(conn, "cove", 450)
+    policy = PaymentPolicy((1, 3, 7))
+    # run at -> (attempts so far, overdue), by hand
+    runs = [
+        (T0, 1, False),
+        (T0 + DAY, 2, False),
+        (T0 + 3 * DAY, 3, False),
+        (T0 + 7 * DAY, 4, False),  # last retry fails: exhausted, not yet overdue
+        (datetime(2025, 4, 9, 23, 59, tzinfo=UTC), 4, False),
+        (datetime(2025, 4, 10, 0, 0, tzinfo=UTC), 4, True),
+    ]
+    for at, attempts, overdue in runs:
+        collect(conn, gateway, policy=policy, now=at)
+        collection = get_collection(conn, invoice.id)
+        assert collection is not None
+        assert (len(list_payment_attempts(conn, invoice.id)), collection.overdue) == (attempts, overdue), at
+    assert collection.due_date == date(2025, 4, 9) and collection.state == "exhausted"
+    assert event_types(conn, invoice.id)[-2:] == ["invoice.payment_failed", "invoice.overdue"]
 
 
 def test_an_invoice_with_nothing_due_is_paid_without_a_charge(
