@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from billhouse.catalog import Catalog
+from billhouse.commercial_terms import CommercialTerms, apply_commercial_terms
 from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
@@ -50,7 +51,12 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
         return load_events(warehouse, events, catalog)
 
 
-def close(settings: Settings, as_of: datetime, seller: Seller | None = None) -> CloseReport:
+def close(
+    settings: Settings,
+    as_of: datetime,
+    seller: Seller | None = None,
+    terms: CommercialTerms | None = None,
+) -> CloseReport:
     as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:  # creates the raw tables dbt reads as sources
         # issue 5: events the API accepted since the last close, loaded exactly once
@@ -61,6 +67,8 @@ def close(settings: Settings, as_of: datetime, seller: Seller | None = None) -> 
     report = CloseReport(as_of=as_of_utc, dbt_summary=dbt.summary)
     with ledger(settings) as conn:
         migrate(conn)
+        if terms is not None:  # coupons, taxes, wallets from the catalog (idempotent)
+            apply_commercial_terms(conn, terms)
         report.invoices = finalize_drafts(conn, drafts)
         for invoice in report.invoices:
             pdf = Path(invoice.pdf_path) if invoice.pdf_path else None
