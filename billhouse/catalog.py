@@ -498,7 +498,7 @@ class _Reader:
 # same rules as the `property_decimal` macro (JSON numbers and numeric strings, exact).
 PROPERTY_DECIMAL_SQL = {
     "clickhouse": lambda key: (
-        f"toDecimal128OrNull(if(JSONType(properties, '{key}') = 'String', "
+        f"toDecimal256OrNull(if(JSONType(properties, '{key}') = 'String', "
         f"JSONExtractString(properties, '{key}'), JSONExtractRaw(properties, '{key}')), 12)"
     ),
     "postgres": lambda key: (

@@ -76,7 +76,19 @@ class Warehouse:
 
 @contextmanager
 def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
-    """Own the embedded store for the duration of the block."""
+    """Own the warehouse for the duration of the block: the embedded ClickHouse store
+    (one process at a time), or PostgreSQL when the target is ``postgres``."""
+    if settings.warehouse_target == "postgres":
+        import psycopg
+
+        from billhouse.ledger_connection import sibling_database_url
+        from billhouse.postgres_warehouse import WAREHOUSE_DATABASE, PostgresWarehouse
+
+        with psycopg.connect(sibling_database_url(settings, WAREHOUSE_DATABASE), autocommit=True) as conn:
+            warehouse = PostgresWarehouse(conn)
+            warehouse.ensure_raw_tables()
+            yield warehouse  # type: ignore[misc]
+        return
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
     client = clickhouse_connect.get_client(
         interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC", "join_use_nulls": 1}

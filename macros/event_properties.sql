@@ -15,7 +15,7 @@
 {%- endmacro %}
 
 {% macro clickhouse__property_decimal(properties, key) -%}
-    toDecimal128OrNull(
+    toDecimal256OrNull(
         if(
             JSONType({{ properties }}, {{ key }}) = 'String',
             JSONExtractString({{ properties }}, {{ key }}),

@@ -1,4 +1,9 @@
-{#- Exact decimal for units and money: 38 digits, 12 after the point (semantics.md). -#}
+{#-
+    Exact decimal for units and money: 12 digits after the point (semantics.md).
+    ClickHouse computes in Decimal256: the product of two 12-scale decimals has scale 24,
+    and Decimal128 arithmetic overflows silently (no error, a wrong number) once a
+    product passes 10^14 — a 10^12-unit bill at 1000 per unit would be garbage.
+-#}
 {% macro decimal_type() -%}
     {{ return(adapter.dispatch('decimal_type', 'billhouse')()) }}
 {%- endmacro %}
@@ -8,7 +13,7 @@
 {%- endmacro %}
 
 {% macro clickhouse__decimal_type() -%}
-    Decimal(38, 12)
+    Decimal(76, 12)
 {%- endmacro %}
 
 

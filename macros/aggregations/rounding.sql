@@ -5,16 +5,18 @@
 -#}
 {% macro apply_rounding(units, rounding_function, rounding_precision) -%}
     {%- set factor -%}
-        case {{ rounding_precision }}
+        case coalesce({{ rounding_precision }}, 0)
         {%- for p in range(-12, 13) %}
             when {{ p }} then {{ billhouse.to_decimal("'" ~ ('%.12f' % (10 ** p)).rstrip('0').rstrip('.') ~ "'") }}
         {%- endfor %}
         end
     {%- endset -%}
+    {#- the scaled value is cast back to 12 decimals so that the division stays within Decimal128 -#}
+    {%- set scaled = billhouse.to_decimal(units ~ ' * (' ~ factor ~ ')') -%}
     case {{ rounding_function }}
-        when 'round' then floor({{ units }} * ({{ factor }}) + {{ billhouse.to_decimal("'0.5'") }}) / ({{ factor }})
-        when 'ceil' then ceil({{ units }} * ({{ factor }})) / ({{ factor }})
-        when 'floor' then floor({{ units }} * ({{ factor }})) / ({{ factor }})
+        when 'round' then floor({{ scaled }} + {{ billhouse.to_decimal("'0.5'") }}) / ({{ factor }})
+        when 'ceil' then ceil({{ scaled }}) / ({{ factor }})
+        when 'floor' then floor({{ scaled }}) / ({{ factor }})
         else {{ units }}
     end
 {%- endmacro %}

@@ -1,4 +1,4 @@
-{#- Exact seconds (scale 3 on ClickHouse, so that products and quotients stay within Decimal128) from `start_instant` to `end_instant` (millisecond precision), as a decimal. -#}
+{#- Exact seconds (scale 3 on ClickHouse) from `start_instant` to `end_instant` (millisecond precision), as a decimal. -#}
 {% macro seconds_between(start_instant, end_instant) -%}
     {{ return(adapter.dispatch('seconds_between', 'billhouse')(start_instant, end_instant)) }}
 {%- endmacro %}
@@ -8,5 +8,5 @@
 {%- endmacro %}
 
 {% macro clickhouse__seconds_between(start_instant, end_instant) -%}
-    toDecimal128(dateDiff('millisecond', {{ start_instant }}, {{ end_instant }}), 3) / 1000
+    toDecimal256(dateDiff('millisecond', {{ start_instant }}, {{ end_instant }}), 3) / 1000
 {%- endmacro %}
