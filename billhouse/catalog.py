@@ -518,7 +518,10 @@ def parse_instant(value: Any) -> datetime:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(0, timezone.utc) + _seconds(Decimal(value))
+        try:
+            return datetime.fromtimestamp(0, timezone.utc) + _seconds(Decimal(value))
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"Unix seconds {value} are out of range") from exc
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))

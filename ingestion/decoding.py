@@ -32,7 +32,7 @@ import msgspec
 
 from billhouse.catalog import Catalog
 from billhouse.errors import EventError
-from billhouse.events import MAX_ID_LENGTH, Event, _check_metric_field, _json_number, validate_event
+from billhouse.events import MAX_ID_LENGTH, Event, check_metric_field, json_number, validate_event
 from ingestion.segments import Row
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -52,13 +52,13 @@ _UNIX_SECONDS_TEXT = re.compile(r"[0-9]{1,12}(\.[0-9]{1,9})?")
 try:
     from json.encoder import c_make_encoder, encode_basestring_ascii
 
-    _c_encode = c_make_encoder(None, _json_number, encode_basestring_ascii, None, ": ", ", ", True, False, True)
+    _c_encode = c_make_encoder(None, json_number, encode_basestring_ascii, None, ": ", ", ", True, False, True)
 
     def _encode_properties(properties: dict) -> str:
         return "".join(_c_encode(properties, 0))
 
 except ImportError:  # no C accelerator: the plain encoder, same output
-    _encode_properties = json.JSONEncoder(sort_keys=True, default=_json_number).encode
+    _encode_properties = json.JSONEncoder(sort_keys=True, default=json_number).encode
 
 
 class MalformedBody(ValueError):
@@ -172,7 +172,7 @@ def fast_rows(events: Sequence[WireEvent], now_ms: int, catalog: Catalog | None 
                 return None
         properties = event.properties
         if catalog is not None:
-            _check_metric_field(index, code, properties or {}, catalog)
+            check_metric_field(index, code, properties or {}, catalog)
         append((tx, sub, code, ms, _encode_properties(properties) if properties else "{}"))
     return rows
 
