@@ -47,3 +47,10 @@
 {% macro clickhouse__nullable_decimal_type() -%}
     Nullable({{ billhouse.decimal_type() }})
 {%- endmacro %}
+
+
+{#- A decimal zero. On ClickHouse, greatest() or CASE over a Decimal and an integer
+    literal goes through Float64 (0.505 + 0.5 -> 1.00499...): write zeros with this. -#}
+{% macro decimal_zero() -%}
+    {{ billhouse.to_decimal('0') }}
+{%- endmacro %}

@@ -12,7 +12,7 @@
 {% macro default__graduated_tier_units(units, lower_bound, to_value) -%}
     {{ billhouse.to_decimal(
         'greatest(case when ' ~ to_value ~ ' is null or ' ~ units ~ ' < ' ~ to_value ~ ' then ' ~ units
-        ~ ' else ' ~ to_value ~ ' end - ' ~ lower_bound ~ ', 0)'
+        ~ ' else ' ~ to_value ~ ' end - ' ~ lower_bound ~ ', ' ~ billhouse.decimal_zero() ~ ')'
     ) }}
 {%- endmacro %}
 
@@ -24,6 +24,6 @@
 {% macro default__graduated(units, range_index, lower_bound, to_value, per_unit_amount, flat_amount) -%}
     {{ billhouse.to_decimal(
         billhouse.graduated_tier_units(units, lower_bound, to_value) ~ ' * ' ~ per_unit_amount
-        ~ ' + case when ' ~ range_index ~ ' = 0 or ' ~ units ~ ' > ' ~ lower_bound ~ ' then ' ~ flat_amount ~ ' else 0 end'
+        ~ ' + case when ' ~ range_index ~ ' = 0 or ' ~ units ~ ' > ' ~ lower_bound ~ ' then ' ~ flat_amount ~ ' else ' ~ billhouse.decimal_zero() ~ ' end'
     ) }}
 {%- endmacro %}

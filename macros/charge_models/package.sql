@@ -5,6 +5,6 @@
 
 {% macro default__package(units, amount, package_size, free_units) -%}
     {{ billhouse.to_decimal(
-        'ceil(greatest(' ~ units ~ ' - coalesce(' ~ free_units ~ ', 0), 0) / ' ~ package_size ~ ') * ' ~ amount
+        'ceil(greatest(' ~ units ~ ' - coalesce(' ~ free_units ~ ', 0), ' ~ billhouse.decimal_zero() ~ ') / ' ~ package_size ~ ') * ' ~ amount
     ) }}
 {%- endmacro %}

@@ -39,7 +39,7 @@
             then {{ per_transaction_min_amount }} else {{ raw }} end
     {%- endset -%}
     {{ billhouse.to_decimal(
-        'case when ' ~ paid_value ~ ' is null then 0 when ' ~ per_transaction_max_amount ~ ' is not null and ('
+        'case when ' ~ paid_value ~ ' is null then ' ~ billhouse.decimal_zero() ~ ' when ' ~ per_transaction_max_amount ~ ' is not null and ('
         ~ floored ~ ') > ' ~ per_transaction_max_amount ~ ' then ' ~ per_transaction_max_amount ~ ' else ' ~ floored ~ ' end'
     ) }}
 {%- endmacro %}

@@ -20,6 +20,7 @@
 {% macro default__volume(units, range_index, lower_bound, to_value, per_unit_amount, flat_amount) -%}
     {{ billhouse.to_decimal(
         'case when ' ~ units ~ ' > 0 and ' ~ billhouse.volume_range_contains(units, range_index, lower_bound, to_value)
-        ~ ' then ' ~ units ~ ' * ' ~ per_unit_amount ~ ' + ' ~ flat_amount ~ ' else 0 end'
+        ~ ' then ' ~ billhouse.to_decimal(units ~ ' * ' ~ per_unit_amount ~ ' + ' ~ flat_amount)
+        ~ ' else ' ~ billhouse.decimal_zero() ~ ' end'
     ) }}
 {%- endmacro %}

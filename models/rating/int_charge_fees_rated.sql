@@ -67,7 +67,7 @@ priced as (
             when 'standard' then {{ billhouse.standard('usage.units', 'coalesce(prices.amount, 0)') }}
             when 'package' then {{ billhouse.package(
                 'usage.units', 'coalesce(prices.amount, 0)', 'coalesce(prices.package_size, 1)', 'prices.free_units') }}
-            when 'percentage' then {{ billhouse.to_decimal('greatest(coalesce(percentage_amounts.amount, 0), 0)') }}
+            when 'percentage' then {{ billhouse.to_decimal('greatest(coalesce(percentage_amounts.amount, 0), ' ~ billhouse.decimal_zero() ~ ')') }}
             else {{ billhouse.to_decimal('coalesce(tiered_amounts.amount, 0)') }}
         end as precise_amount,
         currencies.minor_units_per_major as minor_units_per_major
