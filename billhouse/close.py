@@ -5,13 +5,16 @@ Steps, each owning its engine only while it runs (chDB admits one process per st
 2. the drafts are read back;
 3. each draft is finalized into the ledger in its own transaction (idempotent by
    invoice key, gapless numbers);
-4. each invoice without a PDF gets one.
+4. each invoice without a PDF gets one;
+5. (issue 6) payments are collected through Stripe if ``STRIPE_API_KEY`` is set, then
+   the webhook outbox is delivered if endpoints are registered (``collect_and_deliver``).
 
 Running the same close again changes nothing: no new invoice, no new number.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +33,10 @@ from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
 from invoicing.pdf import Seller, render_invoice_pdf
+from invoicing.dunning import PaymentPolicy
+from invoicing.payments import CollectionReport, collect
+from invoicing.stripe_gateway import StripeGateway
+from invoicing.webhooks import DeliveryReport, deliver_webhooks, list_webhook_endpoints
 
 
 @dataclass
@@ -38,6 +45,9 @@ class CloseReport:
     dbt_summary: str
     invoices: list[FinalizedInvoice] = field(default_factory=list)
     pdfs: dict[str, Path] = field(default_factory=dict)  # invoice number -> PDF
+    # issue 6, after finalization: None = not run (no STRIPE_API_KEY / no webhook endpoint)
+    payments: CollectionReport | None = None
+    webhooks: DeliveryReport | None = None
 
     @property
     def created(self) -> list[FinalizedInvoice]:
@@ -76,4 +86,31 @@ def close(
                 pdf = render_invoice_pdf(invoice, seller or Seller(), settings.invoices_dir)
                 record_pdf_path(conn, invoice.id, pdf)
             report.pdfs[invoice.number] = pdf
+    collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
     return report
+
+
+# -- issue 6: collection and webhook delivery after finalization (begin) ----------
+
+
+def collect_and_deliver(settings: Settings, report: CloseReport) -> None:
+    """Charge what is due through Stripe if configured, then deliver the webhook outbox.
+
+    Collection runs only when ``STRIPE_API_KEY`` is set (``STRIPE_API_BASE`` optional,
+    retry schedule from ``BILLHOUSE_RETRY_AFTER_DAYS``); it is a full ``collect`` run
+    over the ledger — this close's invoices and any earlier one still due — and
+    charges each invoice at most once, so re-running a close charges nothing more.
+    Delivery runs when at least one webhook endpoint is registered, after collection,
+    so the ``invoice.payment_*`` events of this close go out with the invoice events.
+    A Stripe outage is recorded per invoice in ``report.payments.errors`` (retried by
+    the next run), it does not undo the close.
+    """
+    gateway = StripeGateway.from_env() if os.environ.get("STRIPE_API_KEY") else None
+    with ledger(settings) as conn:
+        if gateway is not None:
+            report.payments = collect(conn, gateway, policy=PaymentPolicy.from_env())
+        if list_webhook_endpoints(conn):
+            report.webhooks = deliver_webhooks(conn)
+
+
+# -- issue 6 (end) ------------------------------------------------------------------
