@@ -392,3 +392,64 @@ def test_usage_per_customer_metric_and_day_from_deduplicated_events(history: His
         ("cus_grow", "api_calls", "2026-01-06"): (1, Decimal(1)),  # midnight belongs to the next day
         ("cus_usd", "storage_gb", "2026-04-03"): (3, Decimal("7.5")),  # max_agg: the day's maximum
     }
+
+
+def _month_key(value: Any) -> str:
+    return f"{str(value)[:10]}T00:00:00.000Z"
+
+
+def test_reporting_endpoints_over_http_return_the_marts_numbers(history: History) -> None:
+    marts = {
+        "gross_revenue": {
+            (_month_key(r["m"]), r["currency"]): r["net"]
+            for r in history.query("select revenue_month as m, currency, sum(net_revenue_cents) as net"
+                                   " from billhouse.fct_revenue group by revenue_month, currency")
+        },
+        "mrr": {
+            (_month_key(r["m"]), r["currency"]): r["mrr"]
+            for r in history.query("select mrr_month as m, currency, sum(ending_mrr_cents) as mrr"
+                                   " from billhouse.fct_mrr group by mrr_month, currency")
+        },
+        "overdue_balance": {
+            (_month_key(r["due_date"])[:8] + "01T00:00:00.000Z", r["currency"]): r["open_amount_cents"]
+            for r in history.query("select due_date, currency, open_amount_cents"
+                                   " from billhouse.int_receivables_open_invoices where days_past_due > 0")
+        },
+        "invoiced_usage": {
+            (_month_key(r["m"]), r["currency"], r["code"]): r["amount"]
+            for r in history.query("select revenue_month as m, currency, billable_metric_code as code,"
+                                   " sum(gross_amount_cents) as amount from billhouse.fct_revenue"
+                                   " where line_type = 'fee' and fee_kind = 'charge'"
+                                   " group by revenue_month, currency, billable_metric_code")
+        },
+    }
+    with ledger(history.settings) as conn:
+        key = create_api_key(conn, "finance-test").secret
+    with ServerProcess(history.settings.data_dir) as server:
+        http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        got = {}
+        for path, items in (("gross_revenue", "gross_revenues"), ("mrr", "mrrs"),
+                            ("overdue_balance", "overdue_balances"), ("invoiced_usage", "invoiced_usages")):
+            response = http.get(f"/api/v1/analytics/{path}")
+            assert response.status_code == 200, response.text
+            rows = response.json()[items]
+            keyed = {(r["month"], r["currency"], *([r["code"]] if path == "invoiced_usage" else [])): r["amount_cents"]
+                     for r in rows}
+            got[path] = keyed
+        assert got == marts
+        assert got["mrr"][("2026-06-01T00:00:00.000Z", "EUR")] == 14000
+        assert got["overdue_balance"] == {("2026-03-01T00:00:00.000Z", "EUR"): 120000,
+                                          ("2026-05-01T00:00:00.000Z", "USD"): 1234,
+                                          ("2026-06-01T00:00:00.000Z", "USD"): 966}
+        overdue = http.get("/api/v1/analytics/overdue_balance", params={"currency": "EUR"}).json()
+        assert overdue == {"overdue_balances": [{"month": "2026-03-01T00:00:00.000Z", "currency": "EUR",
+                                                 "amount_cents": 120000, "lago_invoice_ids": [history.ids["year"]]}]}
+        # months: the last N months up to the as-of month (July 2026)
+        recent = http.get("/api/v1/analytics/gross_revenue", params={"currency": "USD", "months": "2"}).json()
+        assert recent == {"gross_revenues": [
+            {"month": "2026-06-01T00:00:00.000Z", "currency": "USD", "amount_cents": 1266, "invoices_count": 1},
+            {"month": "2026-07-01T00:00:00.000Z", "currency": "USD", "amount_cents": 500, "invoices_count": 1},
+        ]}
+        assert http.get("/api/v1/analytics/mrr", params={"months": "0"}).status_code == 422
+        assert http.get("/api/v1/analytics/mrr", params={"currency": "euro"}).status_code == 422
+        assert httpx.get(server.url + "/api/v1/analytics/mrr").status_code == 401
