@@ -87,6 +87,11 @@ def close(
                 record_pdf_path(conn, invoice.id, pdf)
             report.pdfs[invoice.number] = pdf
     collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
+    # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
+    from billhouse.ledger_sync import refresh_finance
+
+    report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
+    # -- issue 7 (end)
     return report
 
 
