@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             apply_commercial_terms(conn, terms)
         print(f"loaded {args.catalog} and {count} events into {settings.data_dir}")
     elif args.command == "close":
-        from billhouse.close import close
+        from billhouse.close import close, collection_summary
         from billhouse.summary import print_invoices
 
         try:
@@ -93,6 +93,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         report = close(settings, as_of)
         print(f"dbt: {report.dbt_summary}")
         print_invoices(report.invoices, report.pdfs)
+        for line in collection_summary(report):  # issue 6: payments and webhooks of the close
+            print(line)
     elif args.command == "simulate":
         from billhouse.simulate import invoices_as_json, invoices_as_text, read_scenario, simulate
 

@@ -118,4 +118,22 @@ def collect_and_deliver(settings: Settings, report: CloseReport) -> None:
             report.webhooks = deliver_webhooks(conn)
 
 
+def collection_summary(report: CloseReport) -> list[str]:
+    """One line each for the payments and the webhooks of a close, when they ran."""
+    lines = []
+    if report.payments is not None:
+        payments = report.payments
+        lines.append(
+            f"payments: paid {len(payments.succeeded)}, failed {len(payments.failed)},"
+            f" newly overdue {len(payments.overdue)}, Stripe errors {len(payments.errors)}"
+        )
+    if report.webhooks is not None:
+        webhooks = report.webhooks
+        lines.append(
+            f"webhooks: delivered {len(webhooks.delivered)}, retrying {len(webhooks.retrying)},"
+            f" gave up {len(webhooks.failed)}"
+        )
+    return lines
+
+
 # -- issue 6 (end) ------------------------------------------------------------------

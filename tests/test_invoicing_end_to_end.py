@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from billhouse.catalog import parse_catalog
-from billhouse.close import CloseReport, close, load_inputs
+from billhouse.close import CloseReport, close, collection_summary, load_inputs
 from billhouse.commercial_terms import parse_commercial_terms
 from billhouse.ledger_connection import ledger, stop_ledger
 from billhouse.settings import Settings
@@ -109,11 +109,7 @@ class Closed:
 @pytest.fixture(scope="module")
 def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Closed]:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("invoicing_e2e")))
-    with (
-        run_localstripe(API_KEY) as stripe_base,
-        run_webhook_receiver(failures=0) as (receiver, url),
-        pytest.MonkeyPatch.context() as env,
-    ):
+    with run_localstripe(API_KEY) as stripe_base, run_webhook_receiver(failures=0) as (receiver, url):
         try:
             load_inputs(settings, parse_catalog(DOCUMENT), EVENTS)
             gateway = StripeGateway(API_KEY, api_base=stripe_base)
@@ -125,14 +121,15 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Closed]:
                     method = gateway.create_card_payment_method(card)
                     linked = set_up_stripe_customer(conn, gateway, customer, payment_method_id=method)
                     stripe_ids[customer] = linked.stripe_customer_id
-            env.setenv("STRIPE_API_KEY", API_KEY)
-            env.setenv("STRIPE_API_BASE", stripe_base)
-            env.delenv("BILLHOUSE_RETRY_AFTER_DAYS", raising=False)  # default 1, 3, 7 days
             seller = Seller.from_organization(DOCUMENT["organization"])
             terms = parse_commercial_terms(DOCUMENT)
-            first = close(settings, AS_OF, seller, terms=terms)
-            requests_after_first = len(receiver.requests)
-            rerun = close(settings, AS_OF, seller, terms=terms)
+            with pytest.MonkeyPatch.context() as env:  # only for these closes, not the module
+                env.setenv("STRIPE_API_KEY", API_KEY)
+                env.setenv("STRIPE_API_BASE", stripe_base)
+                env.delenv("BILLHOUSE_RETRY_AFTER_DAYS", raising=False)  # default 1, 3, 7 days
+                first = close(settings, AS_OF, seller, terms=terms)
+                requests_after_first = len(receiver.requests)
+                rerun = close(settings, AS_OF, seller, terms=terms)
             yield Closed(settings, stripe_base, stripe_ids, receiver, requests_after_first, first, rerun)
         finally:
             stop_ledger(settings)
@@ -180,6 +177,14 @@ def test_rerunning_the_close_issues_charges_and_sends_nothing_more(closed: Close
         assert len(localstripe_charges(closed.stripe_base, closed.stripe_ids[customer], API_KEY)) == 1
     assert closed.rerun.webhooks is not None and closed.rerun.webhooks.delivered == []
     assert len(closed.receiver.requests) == closed.requests_after_first
+    assert collection_summary(closed.first) == [
+        "payments: paid 1, failed 1, newly overdue 1, Stripe errors 0",
+        "webhooks: delivered 8, retrying 0, gave up 0",
+    ]
+    assert collection_summary(closed.rerun) == [
+        "payments: paid 0, failed 0, newly overdue 0, Stripe errors 0",
+        "webhooks: delivered 0, retrying 0, gave up 0",
+    ]
 
 
 def test_the_receiver_gets_every_event_of_the_close_once_and_signed(closed: Closed) -> None:
@@ -209,3 +214,4 @@ def test_a_close_without_stripe_or_endpoints_neither_collects_nor_delivers(bille
     # tests/conftest.py closes with no STRIPE_API_KEY and no webhook endpoint
     for report in (billed.first_close, billed.second_close, billed.rerun_close):
         assert report.payments is None and report.webhooks is None
+        assert collection_summary(report) == []
