@@ -66,7 +66,10 @@ def close(
     as_of: datetime,
     seller: Seller | None = None,
     terms: CommercialTerms | None = None,
+    refresh_finance_marts: bool = True,
 ) -> CloseReport:
+    """Bill every period ended by ``as_of``; ``refresh_finance_marts=False`` skips the
+    finance marts (a preview such as ``simulate`` has no finance reader)."""
     as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:  # creates the raw tables dbt reads as sources
         # issue 5: events the API accepted since the last close, loaded exactly once
@@ -88,9 +91,10 @@ def close(
             report.pdfs[invoice.number] = pdf
     collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
     # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
-    from billhouse.ledger_sync import refresh_finance
+    if refresh_finance_marts:
+        from billhouse.ledger_sync import refresh_finance
 
-    report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
+        report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
     # -- issue 7 (end)
     return report
 

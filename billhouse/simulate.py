@@ -75,7 +75,7 @@ def simulate(scenario: Scenario, warehouse_target: str | None = None) -> list[Fi
     try:
         load_inputs(settings, catalog, scenario.events)
         seller = Seller.from_organization(catalog.organization) if catalog.organization else None
-        return close(settings, scenario.as_of, seller, terms=terms).invoices
+        return close(settings, scenario.as_of, seller, terms=terms, refresh_finance_marts=False).invoices
     finally:
         stop_ledger(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
