@@ -32,13 +32,13 @@ from billhouse.catalog import Catalog, load_catalog
 from billhouse.errors import EventError
 from ingestion.api_keys import KeyVerifier
 from ingestion.config import IngestConfig
-from ingestion.decoding import MalformedBody, decode_batch, decode_single
+from ingestion.decoding import BatchCheck, MalformedBody, check_batch, decode_single
 from ingestion.dedup import DuplicateIndex
 from ingestion.errors import LandingError
 from ingestion.landing import LandingWriter
 from ingestion.metrics import IngestMetrics
 from ingestion.reporting import reporting_routes
-from ingestion.segments import encode_frame
+from ingestion.segments import encode_body_frame, encode_frame
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -177,19 +177,33 @@ class IngestionApp:
         """Land rows durably; return the indexes of duplicates. Raises 503 on failure."""
         duplicates = self.duplicates.mark(rows)
         ingested_at_us = self.writer.next_ingested_at_us()
-        try:
-            await self.writer.submit(ingested_at_us, encode_frame(rows, ingested_at_us), len(rows))
-        except LandingError as exc:
-            raise _error(503, "landing_unavailable", message=str(exc)) from None
-        self.metrics.events_accepted += len(rows) - len(duplicates)
-        self.metrics.events_duplicate += len(duplicates)
+        await self._submit(ingested_at_us, encode_frame(rows, ingested_at_us), len(rows), len(duplicates))
         return duplicates
 
-    def _decode(self, body: bytes, single: bool) -> list:
+    async def _land_batch(self, body: bytes, batch: BatchCheck) -> list[int]:
+        """Land a checked batch durably: a plain one as its body, else as its rows."""
+        duplicates = self.duplicates.mark_keys(batch.identities)
+        ingested_at_us = self.writer.next_ingested_at_us()
+        if batch.rows is None:
+            frame = encode_body_frame(body, batch.now_ms, batch.count, ingested_at_us)
+        else:
+            frame = encode_frame(batch.rows, ingested_at_us)
+        await self._submit(ingested_at_us, frame, batch.count, len(duplicates))
+        return duplicates
+
+    async def _submit(self, ingested_at_us: int, frame: bytes, count: int, duplicates: int) -> None:
+        try:
+            await self.writer.submit(ingested_at_us, frame, count)
+        except LandingError as exc:
+            raise _error(503, "landing_unavailable", message=str(exc)) from None
+        self.metrics.events_accepted += count - duplicates
+        self.metrics.events_duplicate += duplicates
+
+    def _decode(self, body: bytes, single: bool) -> Any:
         try:
             if single:
                 return [decode_single(body, self.catalog)]
-            return decode_batch(body, self.config.max_batch_events, self.catalog)
+            return check_batch(body, self.config.max_batch_events, self.catalog)
         except MalformedBody as exc:
             raise _error(400, "invalid_json", message=str(exc)) from None
         except EventError as exc:
@@ -220,9 +234,10 @@ class IngestionApp:
 
     async def _post_batch(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
         await self._authorize(scope)
-        rows = self._decode(await self._read_body(scope, receive), single=False)
-        duplicates = await self._land(rows)
-        return 200, _JSON_HEADERS, _encode({"events": len(rows), "duplicate_indexes": duplicates})
+        body = await self._read_body(scope, receive)
+        batch = self._decode(body, single=False)
+        duplicates = await self._land_batch(body, batch)
+        return 200, _JSON_HEADERS, _encode({"events": batch.count, "duplicate_indexes": duplicates})
 
     async def _health(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
         broken = self.writer.broken

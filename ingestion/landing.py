@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ingestion.errors import LandingError
 from ingestion.metrics import IngestMetrics
-from ingestion.segments import fsync_directory, list_segments, read_frames, segment_name
+from ingestion.segments import fsync_directory, list_segments, read_identities, segment_name
 
 DEFAULT_SEGMENT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -71,11 +71,11 @@ class LandingWriter:
         self._lock_fd = fd
         replayed = 0
         for path in list_segments(self.landing_dir):
-            for frame in read_frames(path):
-                self._last_ingested_at_us = max(self._last_ingested_at_us, frame.ingested_at_us)
-                for row in frame.rows:
-                    on_row(row[1], row[0])
-                replayed += len(frame.rows)
+            for ingested_at_us, identities in read_identities(path):
+                self._last_ingested_at_us = max(self._last_ingested_at_us, ingested_at_us)
+                for subscription, transaction in identities:
+                    on_row(subscription, transaction)
+                replayed += len(identities)
         return replayed
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

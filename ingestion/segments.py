@@ -3,9 +3,18 @@
 A landing directory holds segment files named ``<first ingested_at µs, 20 digits>.seg``.
 Each accepted request becomes one *frame*: a fixed header (magic, payload length,
 CRC-32 of the payload, ``ingested_at`` in Unix microseconds, row count) followed by a
-msgpack payload, the list of rows ``[transaction_id, external_subscription_id, code,
-timestamp_ms, properties_json]``. ``ingested_at`` is strictly increasing over the whole
-directory, so it names a frame uniquely.
+payload of one of two kinds:
+
+* ``BHF1`` *rows*: msgpack, the list of rows ``[transaction_id,
+  external_subscription_id, code, timestamp_ms, properties_json]``;
+* ``BHB1`` *body*: the arrival instant (Unix ms, 8 bytes) then the request body
+  exactly as received, written for a batch ``decoding.check_batch`` found plain and
+  valid. Its rows are ``decoding.decode_batch(body, now_ms=arrival)`` — the same
+  decoder, so the same rows the API would have built — computed when the frame is
+  read (by the close's loader), not on the API's hot path.
+
+``ingested_at`` is strictly increasing over the whole directory, so it names a frame
+uniquely.
 
 Only one process writes a landing directory (``writer.lock``) and it only ever appends
 to a segment it created, so a bad frame (short, or CRC mismatch) can only be the tail
@@ -24,7 +33,9 @@ from pathlib import Path
 
 import msgspec
 
-MAGIC = b"BHF1"
+MAGIC = b"BHF1"  # payload: msgpack rows
+BODY_MAGIC = b"BHB1"  # payload: arrival ms + a plain, valid batch body
+ARRIVAL = struct.Struct("<q")
 # magic, payload length, crc32(payload), ingested_at (µs), row count
 HEADER = struct.Struct("<4sIIqI")
 SEGMENT_SUFFIX = ".seg"
@@ -41,12 +52,49 @@ class Frame:
     offset: int  # byte offset of the header in the segment
     end: int  # byte offset just past the payload
     ingested_at_us: int
-    rows: list[Row]
+    rows: list[Row]  # empty when read without decoding rows
+    payload: bytes | None = None  # a body frame's payload, when read without decoding rows
 
 
 def encode_frame(rows: list[Row], ingested_at_us: int) -> bytes:
     payload = _encode(rows)
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), ingested_at_us, len(rows)) + payload
+
+
+def encode_body_frame(body: bytes, now_ms: int, count: int, ingested_at_us: int) -> bytes:
+    """A frame holding a checked batch body as received (see the module docstring)."""
+    payload = ARRIVAL.pack(now_ms) + body
+    return HEADER.pack(BODY_MAGIC, len(payload), zlib.crc32(payload), ingested_at_us, count) + payload
+
+
+def body_frame_rows(payload: bytes, count: int) -> list[Row]:
+    from ingestion.decoding import decode_batch  # decoding imports Row from here
+
+    (now_ms,) = ARRIVAL.unpack_from(payload)
+    return decode_batch(payload[ARRIVAL.size :], max(count, 1), now_ms=now_ms)
+
+
+class _IdentityEvent(msgspec.Struct):
+    transaction_id: str
+    external_subscription_id: str
+
+
+class _IdentityBatch(msgspec.Struct):
+    events: list[_IdentityEvent]
+
+
+_decode_identities = msgspec.json.Decoder(_IdentityBatch).decode
+
+
+def read_identities(path: Path) -> Iterator[tuple[int, list[tuple[str, str]]]]:
+    """Per intact frame: its ``ingested_at`` and the (subscription, transaction) ids of
+    its rows — for rebuilding the duplicate index without decoding whole events."""
+    for frame in read_frames(path, decode_rows=False):
+        if frame.payload is not None:  # a body frame: only the two ids are needed
+            events = _decode_identities(frame.payload[ARRIVAL.size :]).events
+            yield frame.ingested_at_us, [(e.external_subscription_id, e.transaction_id) for e in events]
+        else:
+            yield frame.ingested_at_us, [(row[1], row[0]) for row in frame.rows]
 
 
 def segment_name(first_ingested_at_us: int) -> str:
@@ -64,7 +112,9 @@ def read_frames(path: Path, start: int = 0, decode_rows: bool = True) -> Iterato
     """Yield the complete, intact frames of a segment from byte ``start`` on.
 
     Stops at end of file or at the first short or corrupt frame (a tail still being
-    written, or torn by a crash: never acknowledged).
+    written, or torn by a crash: never acknowledged). Without ``decode_rows`` a rows
+    frame comes with its rows all the same (they are cheap) and a body frame with its
+    payload instead.
     """
     with open(path, "rb") as file:
         file.seek(start)
@@ -75,15 +125,23 @@ def read_frames(path: Path, start: int = 0, decode_rows: bool = True) -> Iterato
         magic, length, crc, ingested_at_us, count = HEADER.unpack_from(data, position)
         body_start = position + header_size
         body_end = body_start + length
-        if magic != MAGIC or body_end > len(data):
+        if magic not in (MAGIC, BODY_MAGIC) or body_end > len(data):
             return
         payload = data[body_start:body_end]
         if zlib.crc32(payload) != crc:
             return
-        rows = _decode_rows(payload) if decode_rows else []
-        if decode_rows and len(rows) != count:
-            return
-        yield Frame(path.name, start + position, start + body_end, ingested_at_us, rows)
+        if magic == MAGIC:
+            rows = _decode_rows(payload)
+            if len(rows) != count:
+                return
+            yield Frame(path.name, start + position, start + body_end, ingested_at_us, rows)
+        elif decode_rows:
+            rows = body_frame_rows(payload, count)
+            if len(rows) != count:
+                return
+            yield Frame(path.name, start + position, start + body_end, ingested_at_us, rows)
+        else:
+            yield Frame(path.name, start + position, start + body_end, ingested_at_us, [], payload)
         position = body_end
 
 
