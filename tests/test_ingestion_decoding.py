@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 
 from billhouse.catalog import parse_catalog
 from billhouse.errors import EventError
-from ingestion.decoding import WireBatch, decode_batch, fast_rows, reference_rows
+from ingestion.decoding import WireBatch, check_batch, decode_batch, fast_rows, reference_rows
+from ingestion.dedup import DuplicateIndex, identity_key
+from ingestion.segments import body_frame_rows, encode_body_frame, HEADER
 
 from .conftest import CATALOG
 
@@ -75,6 +77,69 @@ def test_the_fast_path_answers_exactly_as_validate_event(raw_events: list[dict])
         return
     if fast is not None:
         assert fast == expected
+
+
+def _error_of(call) -> tuple | None:
+    try:
+        call()
+    except EventError as error:
+        return (error.index, error.field, error.reason)
+    return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(events, min_size=1, max_size=4), st.sampled_from([None, CATALOG_OBJ]))
+def test_check_batch_accepts_and_refuses_exactly_as_decode_batch(raw_events: list[dict], catalog) -> None:
+    """The API's batch check (no rows on its fast path) agrees with ``decode_batch``:
+    same error, or the same identities — and a body it lands as is decodes later to the
+    very rows ``decode_batch`` gives for the arrival instant it recorded."""
+    body = msgspec.json.encode({"events": raw_events})
+    checked = None
+
+    def check() -> None:
+        nonlocal checked
+        checked = check_batch(body, 100, catalog)
+
+    error = _error_of(check)
+    if checked is None:
+        assert error is not None
+        assert _error_of(lambda: decode_batch(body, 100, catalog)) == error
+        return
+    rows = decode_batch(body, 100, catalog, now_ms=checked.now_ms)
+    assert checked.count == len(rows)
+    assert checked.identities == [identity_key(r[1], r[0]) for r in rows]
+    if checked.rows is not None:
+        assert checked.rows == rows
+    else:  # landed as its body: the loader's rows are decode_batch's
+        frame = encode_body_frame(body, checked.now_ms, checked.count, 1)
+        assert body_frame_rows(frame[HEADER.size :], checked.count) == rows
+
+
+def test_the_plain_fast_path_lands_the_body_and_anything_unusual_gets_rows() -> None:
+    plain = {"transaction_id": "t1", "external_subscription_id": "s", "code": "c", "timestamp": 1793491200,
+             "properties": {"b": 1, "a": "x"}}
+    assert check_batch(msgspec.json.encode({"events": [plain]}), 100).rows is None
+    for unusual in ({"timestamp": "2026-11-01T00:00:00Z"}, {"timestamp": 1.5}, {"properties": None},
+                    {"external_subscription_id": "s\x00"}):
+        checked = check_batch(msgspec.json.encode({"events": [{**plain, **unusual}]}), 100)
+        if "properties" not in unusual:
+            assert checked.rows is not None, unusual
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        (("s", "t"), ("s", "t"), True),
+        (("s", "t\x00x"), ("s\x00t", "x"), False),  # a NUL in the subscription id cannot collide
+        (("s\x00t", "x"), ("s\x00t", "x"), True),
+        (("ab", "c"), ("a", "bc"), False),
+    ],
+)
+def test_identity_keys_are_equal_exactly_for_equal_identities(first, second, same) -> None:
+    index = DuplicateIndex()
+    index.add(*first)
+    assert index.add(*second) is same
+    assert index.mark_keys([identity_key(*first), identity_key(*first)]) == [0, 1]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ import pytest
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 from ingestion.loader import LandedEventsLoader, load_landed_events
-from ingestion.segments import encode_frame, segment_name
+import msgspec
+
+from ingestion.segments import encode_body_frame, encode_frame, read_identities, segment_name
 
 T0 = 1_793_491_200_000_000  # ingested_at µs
 
@@ -96,3 +98,32 @@ def test_each_chunk_is_one_insert_committed_as_one_part(store) -> None:
     row = warehouse.query("select timestamp, ingested_at from billhouse_raw.events where transaction_id = 'f2-5'")[0]
     assert row["timestamp"].isoformat().startswith("2026-11-01T00:00:00.005")
     assert row["ingested_at"].isoformat().startswith("2026-11-01T00:00:00.000002")
+
+
+def test_body_frames_load_as_the_decoder_s_rows_beside_rows_frames(store) -> None:
+    """A batch landed as its body (BHB1) loads as ``decode_batch`` would have built it:
+    properties in the one canonical form, a missing timestamp = the recorded arrival."""
+    warehouse, landing = store
+    arrival_ms = 1_793_491_299_123
+    body = msgspec.json.encode({"events": [
+        {"transaction_id": "g-0", "external_subscription_id": "sub_b", "code": "api_calls",
+         "timestamp": 1_793_491_200, "properties": {"z": 1, "a": "é"}},
+        {"transaction_id": "g-1", "external_subscription_id": "sub_b", "code": "api_calls"},
+    ]})
+    torn = encode_body_frame(body, arrival_ms, 2, T0 + 3)
+    path = landing / segment_name(T0)
+    write_segment(landing, [(T0, rows("a", 2))],
+                  tail=encode_body_frame(body, arrival_ms, 2, T0 + 1) + torn[:-1])
+    assert [ids for _, ids in read_identities(path)] == [
+        [("sub_a", "a-0"), ("sub_a", "a-1")], [("sub_b", "g-0"), ("sub_b", "g-1")]]
+    assert load_landed_events(warehouse, landing).rows == 4
+    got = {r["transaction_id"]: r for r in warehouse.query(
+        "select transaction_id, properties, toUnixTimestamp64Milli(timestamp) as ms,"
+        " toUnixTimestamp64Micro(ingested_at) as at from billhouse_raw.events where transaction_id like 'g-%'")}
+    assert got["g-0"]["properties"] == '{"a": "\\u00e9", "z": 1}'
+    assert (got["g-0"]["ms"], got["g-1"]["ms"]) == (1_793_491_200_000, arrival_ms)
+    assert got["g-1"]["properties"] == "{}" and got["g-1"]["at"] == T0 + 1
+    with path.open("ab") as file:  # the torn tail completes: loaded once, next run
+        file.write(torn[-1:])
+    assert load_landed_events(warehouse, landing).rows == 2
+    assert stored(warehouse)["g-0"] == 2
