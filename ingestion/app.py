@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,10 @@ from ingestion.config import IngestConfig
 from ingestion.decoding import BatchCheck, MalformedBody, check_batch, decode_single
 from ingestion.dedup import DuplicateIndex
 from ingestion.errors import LandingError
-from ingestion.landing import LandingWriter
+from ingestion.landing import FrameSource, LandingWriter
 from ingestion.metrics import IngestMetrics
 from ingestion.reporting import reporting_routes
-from ingestion.segments import encode_body_frame, encode_frame
+from ingestion.segments import body_frame_parts, encode_frame
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 
@@ -185,13 +186,13 @@ class IngestionApp:
         duplicates = self.duplicates.mark_keys(batch.identities)
         ingested_at_us = self.writer.next_ingested_at_us()
         if batch.rows is None:
-            frame = encode_body_frame(body, batch.now_ms, batch.count, ingested_at_us)
+            frame: Any = partial(body_frame_parts, body, batch.now_ms, batch.count, ingested_at_us)  # writer thread
         else:
             frame = encode_frame(batch.rows, ingested_at_us)
         await self._submit(ingested_at_us, frame, batch.count, len(duplicates))
         return duplicates
 
-    async def _submit(self, ingested_at_us: int, frame: bytes, count: int, duplicates: int) -> None:
+    async def _submit(self, ingested_at_us: int, frame: FrameSource, count: int, duplicates: int) -> None:
         try:
             await self.writer.submit(ingested_at_us, frame, count)
         except LandingError as exc:

@@ -61,10 +61,18 @@ def encode_frame(rows: list[Row], ingested_at_us: int) -> bytes:
     return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), ingested_at_us, len(rows)) + payload
 
 
+def body_frame_parts(body: bytes, now_ms: int, count: int, ingested_at_us: int) -> list[bytes]:
+    """A frame holding a checked batch body as received, as two buffers (head, body)
+    to write one after the other: the body is not copied. The CRC is computed here —
+    the landing writer thread calls this, and zlib releases the GIL on large buffers."""
+    arrival = ARRIVAL.pack(now_ms)
+    crc = zlib.crc32(body, zlib.crc32(arrival))
+    return [HEADER.pack(BODY_MAGIC, ARRIVAL.size + len(body), crc, ingested_at_us, count) + arrival, body]
+
+
 def encode_body_frame(body: bytes, now_ms: int, count: int, ingested_at_us: int) -> bytes:
-    """A frame holding a checked batch body as received (see the module docstring)."""
-    payload = ARRIVAL.pack(now_ms) + body
-    return HEADER.pack(BODY_MAGIC, len(payload), zlib.crc32(payload), ingested_at_us, count) + payload
+    """The same frame as one bytes object."""
+    return b"".join(body_frame_parts(body, now_ms, count, ingested_at_us))
 
 
 def body_frame_rows(payload: bytes, count: int) -> list[Row]:
