@@ -140,6 +140,9 @@ class LandingWriter:
                 error = LandingError(self.broken)
             except LandingError as exc:
                 error = exc
+            except Exception as exc:  # a frame that could not be built: nothing of this flush is acknowledged
+                self.broken = f"landing writer failed, restart the server: {exc!r}"
+                error = LandingError(self.broken)
             if error is None:
                 self.metrics.flush_seconds.observe(time.perf_counter() - started)
                 self.metrics.flushes += 1
