@@ -10,7 +10,8 @@ Per run, in a fresh data directory (loopback only, bounded):
 3. the same events, validated by the same decoder, are inserted straight into a fresh
    chDB store in one column-oriented insert (the "bare insert"), timed alone;
 4. the landed events are loaded by the close's loader into a chDB store, timed.
-Prints every run and the medians, with the machine (CPU count and model).
+Prints every run and the medians, with the machine (CPU count and model) and its load
+average before and after (other work on the machine depresses every figure).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, {cpu_model()}, Python {platform.python_version()}, {platform.system()}")
     print(f"load: {args.runs} runs x {args.batches} batches x 100 events, {args.connections} keep-alive connections")
+    print(f"machine load average before: {_load_average()}")
     results = []
     for run in range(args.runs):
         result = one_run(run, args)
@@ -122,6 +124,14 @@ def main() -> None:
         f" p99 {median('p99_ms'):.1f} ms, bare insert {median('bare_insert_events_per_second'):,.0f} events/s,"
         f" ratio {median('ratio_to_bare_insert'):.2f}, close load {median('close_load_events_per_second'):,.0f} events/s"
     )
+    print(f"machine load average after: {_load_average()}")
+
+
+def _load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

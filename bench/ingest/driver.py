@@ -1,10 +1,10 @@
 """Load driver for bench/ingest: POST pre-built batches over keep-alive connections.
 
-Run by ``bench/ingest/run.py`` in its own process (so the server's CPU is measured
+Run by ``python -m bench.ingest`` in its own process (so the server's CPU is measured
 apart from the client's). Loopback only. Prints one JSON line: events, seconds,
 events/s, p50/p99 request latency, status counts.
 
-    python bench/ingest/driver.py --port P --key KEY --batches N --connections C
+    python -m bench.ingest.driver --port P --key KEY --batches N --connections C
 """
 
 from __future__ import annotations
