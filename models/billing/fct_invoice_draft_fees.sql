@@ -1,11 +1,31 @@
-{#- Every fee of every closed period, with the invoice draft it goes on: one invoice per
-    customer, currency and issuing date (semantics.md). -#}
+{#- Every fee this close issues, with the invoice draft it goes on: one invoice per
+    customer, currency and issuing date (semantics.md). The issuing date is the local
+    date, in the customer's timezone, of the instant the fee closes. Fees: subscription
+    fees (in arrears or in advance), usage charges of the periods that ended in the
+    window (in arrears), pay-in-advance charges per event, and late-event adjustments
+    for earlier periods. -#}
 with subscription_fees as (
     select * from {{ ref('int_subscription_fees_rated') }}
 ),
 
 charge_fees as (
     select * from {{ ref('int_charge_fees_rated') }}
+),
+
+periods as (
+    select * from {{ ref('int_billing_periods') }}
+),
+
+per_event_charges as (
+    select * from {{ ref('int_pay_in_advance_charges') }}
+),
+
+per_event_fees as (
+    select * from {{ ref('int_pay_in_advance_charge_fees') }}
+),
+
+adjustment_fees as (
+    select * from {{ ref('int_late_adjustment_fees') }}
 ),
 
 plans as (
@@ -39,6 +59,33 @@ unioned as (
     union all
 
     select
+        charge_fees.fee_key as fee_key,
+        'charge' as fee_kind,
+        charge_fees.external_subscription_id as external_subscription_id,
+        charge_fees.external_customer_id as external_customer_id,
+        charge_fees.plan_code as plan_code,
+        charge_fees.currency as currency,
+        charge_fees.period_start as period_start,
+        charge_fees.period_end as period_end,
+        charge_fees.issuing_date as issuing_date,
+        charge_fees.charge_id as charge_id,
+        charge_fees.billable_metric_code as billable_metric_code,
+        charge_fees.charge_model as charge_model,
+        charge_fees.invoice_display_name as invoice_display_name,
+        1 as sort_order,
+        charge_fees.units as units,
+        charge_fees.unit_amount as unit_amount,
+        charge_fees.precise_amount as precise_amount,
+        charge_fees.amount_cents as amount_cents
+    from charge_fees
+    where charge_fees.subscription_period_key in (
+            select subscription_period_key from periods where closes_in_window
+        )
+        and charge_fees.charge_id not in (select charge_id from per_event_charges)
+
+    union all
+
+    select
         fee_key,
         'charge' as fee_kind,
         external_subscription_id,
@@ -52,12 +99,35 @@ unioned as (
         billable_metric_code,
         charge_model,
         invoice_display_name,
-        1 as sort_order,
+        2 as sort_order,
         units,
         unit_amount,
         precise_amount,
         amount_cents
-    from charge_fees
+    from per_event_fees
+
+    union all
+
+    select
+        fee_key,
+        'adjustment' as fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        concat(invoice_display_name, ' (late usage, earlier period)') as invoice_display_name,
+        3 as sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from adjustment_fees
 ),
 
 final as (
