@@ -8,6 +8,12 @@ Steps, each owning its engine only while it runs (chDB admits one process per st
 4. each invoice without a PDF gets one.
 
 Running the same close again changes nothing: no new invoice, no new number.
+
+Billing clock: a close bills what closes in the window (``since``, ``as_of``] — by
+default everything up to ``as_of`` — for the customers of one timezone or all. After
+finalizing, the fees of the finalized invoices are mirrored into the warehouse
+(``billhouse_raw.billed_fees``) so that later closes bill late events as adjustments
+exactly once (see docs/billing-clock.md).
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
-from billhouse.warehouse import open_warehouse
+from billhouse.raw_tables import BILLED_FEES
+from billhouse.warehouse import Warehouse, open_warehouse
 from invoicing.drafts import read_invoice_drafts
 from invoicing.finalize import finalize_drafts
-from invoicing.ledger import FinalizedInvoice, record_pdf_path
+from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
 from invoicing.pdf import Seller, render_invoice_pdf
 
@@ -40,6 +47,16 @@ class CloseReport:
     def created(self) -> list[FinalizedInvoice]:
         return [invoice for invoice in self.invoices if invoice.created]
 
+    @property
+    def adjustments(self) -> list[tuple[str, FinalizedFee]]:
+        """Late-event adjustments on the invoices this close created: (number, fee)."""
+        return [
+            (invoice.number, fee)
+            for invoice in self.created
+            for fee in invoice.fees
+            if fee.kind == "adjustment"
+        ]
+
 
 def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int:
     """Replace the catalog, customers and subscriptions; append the events."""
@@ -48,14 +65,38 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
         return load_events(warehouse, events, catalog)
 
 
-def close(settings: Settings, as_of: datetime, seller: Seller | None = None) -> CloseReport:
+def close_variables(as_of: datetime, since: datetime | None = None, timezone_name: str | None = None) -> dict[str, str]:
+    """The dbt vars of a close over (since, as_of], optionally for one timezone's customers."""
+    variables = {"as_of": _iso(as_of)}
+    if since is not None:
+        variables["close_from"] = _iso(since)
+    if timezone_name:
+        variables["close_timezone"] = timezone_name
+    return variables
+
+
+def close(
+    settings: Settings,
+    as_of: datetime,
+    seller: Seller | None = None,
+    *,
+    since: datetime | None = None,
+    timezone_name: str | None = None,
+    dbt_args: tuple[str, ...] = ("build",),
+) -> CloseReport:
     as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings):
         pass  # make sure the raw tables exist before dbt reads them as sources
-    dbt = run_dbt(settings, ["build"], {"as_of": as_of_utc.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    dbt = run_dbt(settings, list(dbt_args), close_variables(as_of_utc, since, timezone_name))
+    return finish_close(settings, as_of_utc, dbt.summary, seller)
+
+
+def finish_close(settings: Settings, as_of: datetime, dbt_summary: str, seller: Seller | None = None) -> CloseReport:
+    """After dbt built the drafts: read them, finalize, mirror the billed fees, render PDFs."""
+    as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:
         drafts = read_invoice_drafts(warehouse)
-    report = CloseReport(as_of=as_of_utc, dbt_summary=dbt.summary)
+    report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
     with ledger(settings) as conn:
         migrate(conn)
         report.invoices = finalize_drafts(conn, drafts)
@@ -65,4 +106,33 @@ def close(settings: Settings, as_of: datetime, seller: Seller | None = None) -> 
                 pdf = render_invoice_pdf(invoice, seller or Seller(), settings.invoices_dir)
                 record_pdf_path(conn, invoice.id, pdf)
             report.pdfs[invoice.number] = pdf
+    with open_warehouse(settings) as warehouse:
+        mirror_billed_fees(warehouse, report.invoices)
     return report
+
+
+def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -> int:
+    """Copy the fees of finalized invoices into billed_fees (idempotent by fee_key)."""
+    rows = [
+        {
+            "fee_key": fee.fee_key,
+            "adjusted_fee_key": fee.fee_key.split("/adjustment/", 1)[0],
+            "invoice_key": invoice.invoice_key,
+            "issuing_date": invoice.issuing_date,
+            "kind": fee.kind,
+            "external_subscription_id": fee.external_subscription_id or "",
+            "period_start": fee.period_start,
+            "period_end": fee.period_end,
+            "units": fee.units,
+            "precise_amount": fee.precise_amount,
+            "amount_cents": fee.amount_cents,
+        }
+        for invoice in invoices
+        for fee in invoice.fees
+    ]
+    warehouse.insert_rows(BILLED_FEES, rows)
+    return len(rows)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

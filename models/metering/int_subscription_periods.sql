@@ -59,7 +59,7 @@ subscription_clock as (
             else 12
         end as interval_months,
         {{ billhouse.local_date(billhouse.utc_instant(var('as_of')), 'customers.timezone') }} as as_of_date,
-        {{ billhouse.local_date(billhouse.utc_instant(var('close_from')), 'customers.timezone') }} as close_from_date
+        {{ billhouse.local_date('greatest(subscriptions.subscription_at, ' ~ billhouse.utc_instant(var('close_from')) ~ ')', 'customers.timezone') }} as close_from_date
     from subscriptions
     inner join plans
         on subscriptions.plan_code = plans.plan_code
