@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test install ui clean
+.PHONY: demo test install ui clean bench-ingest
 
 $(INSTALLED): pyproject.toml adapters/dbt-chdb/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+bench-ingest: $(INSTALLED)
+	$(BIN)/python -m bench.ingest
 
 clean:
 	-$(BIN)/billhouse ledger-stop

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from billhouse.charge_properties import Price, parse_price
+from billhouse.custom_expression import CustomExpressionError, compile_custom_expression
 from billhouse.errors import CatalogError
 
 AGGREGATION_TYPES = (
@@ -28,10 +30,10 @@ AGGREGATION_TYPES = (
     "weighted_sum_agg",
     "custom_agg",
 )
-# What the warehouse models can bill today; the others are validated but refused.
-SUPPORTED_AGGREGATIONS = ("count_agg", "sum_agg")
 CHARGE_MODELS = ("standard", "graduated", "volume", "package", "percentage", "graduated_percentage")
-SUPPORTED_CHARGE_MODELS = ("standard",)
+ROUNDING_FUNCTIONS = ("round", "ceil", "floor")
+# Aggregations whose value carries over between periods when `recurring: true`.
+RECURRING_AGGREGATIONS = ("sum_agg", "unique_count_agg", "weighted_sum_agg", "custom_agg")
 INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
 SUPPORTED_INTERVALS = INTERVALS  # the billing clock (issue 4) bills them all
 BILLING_TIMES = ("calendar", "anniversary")
@@ -47,6 +49,19 @@ class BillableMetric:
     expression: str | None = None
     rounding_function: str | None = None
     rounding_precision: int | None = None
+    expression_clickhouse: str | None = None  # the validated expression, per warehouse
+    expression_postgres: str | None = None
+
+
+@dataclass(frozen=True)
+class ChargeFilter:
+    """Events whose properties match ``values`` (key -> accepted values) are priced by
+    ``price``; an event belongs to the first filter all of whose keys match."""
+
+    filter_index: int
+    invoice_display_name: str
+    values: dict[str, tuple[str, ...]]
+    price: Price
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,9 @@ class Charge:
     pay_in_advance: bool
     prorated: bool
     min_amount_cents: int
-    amount: Decimal | None
+    price: Price  # the default properties: events matching no filter
+    filters: tuple[ChargeFilter, ...]
+    grouped_by: tuple[str, ...]
     properties: dict[str, Any]
 
 
@@ -113,24 +130,31 @@ class Catalog:
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
         """Rows per raw table name."""
+        charges = [c for p in self.plans for c in p.charges]
         return {
             "billable_metrics": [vars(m).copy() for m in self.billable_metrics],
             "plans": [
                 {k: v for k, v in vars(p).items() if k != "charges"} for p in self.plans
             ],
-            "charges": [_charge_row(c) for p in self.plans for c in p.charges],
-            "charge_ranges": [],
+            "charges": [_charge_row(c) for c in charges],
+            "charge_prices": [row for c in charges for row in _price_rows(c)],
+            "charge_filter_values": [
+                {"charge_id": c.charge_id, "filter_index": f.filter_index, "property_key": key, "value": value}
+                for c in charges
+                for f in c.filters
+                for key, values in f.values.items()
+                for value in values
+            ],
+            "charge_ranges": [row for c in charges for row in _range_rows(c)],
             "customers": [vars(c).copy() for c in self.customers],
             "subscriptions": [vars(s).copy() for s in self.subscriptions],
         }
 
 
+DEFAULT_FILTER_INDEX = -1  # the charge's default properties (events matching no filter)
+
+
 def _charge_row(charge: Charge) -> dict[str, Any]:
-    props = charge.properties
-
-    def dec(name: str) -> Decimal | None:
-        return Decimal(str(props[name])) if props.get(name) is not None else None
-
     return {
         "charge_id": charge.charge_id,
         "plan_code": charge.plan_code,
@@ -141,19 +165,31 @@ def _charge_row(charge: Charge) -> dict[str, Any]:
         "pay_in_advance": charge.pay_in_advance,
         "prorated": charge.prorated,
         "min_amount_cents": charge.min_amount_cents,
-        "amount": charge.amount,
-        "package_size": dec("package_size"),
-        "free_units": dec("free_units"),
-        "rate": dec("rate"),
-        "fixed_amount": dec("fixed_amount"),
-        "free_units_per_events": (
-            int(props["free_units_per_events"]) if props.get("free_units_per_events") is not None else None
-        ),
-        "free_units_per_total_aggregation": dec("free_units_per_total_aggregation"),
-        "per_transaction_min_amount": dec("per_transaction_min_amount"),
-        "per_transaction_max_amount": dec("per_transaction_max_amount"),
-        "properties": json.dumps(props, sort_keys=True, default=str),
+        "grouped_by": json.dumps(list(charge.grouped_by)),
+        "filter_count": len(charge.filters),
+        "properties": json.dumps(charge.properties, sort_keys=True, default=str),
     }
+
+
+def _variants(charge: Charge) -> list[tuple[int, str, Price]]:
+    default = (DEFAULT_FILTER_INDEX, charge.invoice_display_name, charge.price)
+    return [default] + [(f.filter_index, f.invoice_display_name, f.price) for f in charge.filters]
+
+
+def _price_rows(charge: Charge) -> list[dict[str, Any]]:
+    rows = []
+    for index, name, price in _variants(charge):
+        row = {k: v for k, v in vars(price).items() if k != "ranges"}
+        rows.append({"charge_id": charge.charge_id, "filter_index": index, "invoice_display_name": name, **row})
+    return rows
+
+
+def _range_rows(charge: Charge) -> list[dict[str, Any]]:
+    return [
+        {"charge_id": charge.charge_id, "filter_index": index, **vars(r)}
+        for index, _, price in _variants(charge)
+        for r in price.ranges
+    ]
 
 
 # --- reading -------------------------------------------------------------------------
@@ -259,25 +295,6 @@ class _Reader:
         return value
 
     @staticmethod
-    def decimal(obj: dict[str, Any], key: str, where: str, required: bool = True) -> Decimal | None:
-        value = obj.get(key)
-        if value is None:
-            if required:
-                raise CatalogError(where, key, "is required (a decimal string such as \"0.01\")")
-            return None
-        if isinstance(value, (bool, float)):
-            raise CatalogError(
-                where, key, f"must be a decimal string such as \"0.01\" (floats lose cents), got {value!r}"
-            )
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation as exc:
-            raise CatalogError(where, key, f"is not a decimal number: {value!r}") from exc
-        if not number.is_finite() or number < 0:
-            raise CatalogError(where, key, f"must be a finite number ≥ 0, got {value!r}")
-        return number
-
-    @staticmethod
     def instant(obj: dict[str, Any], key: str, where: str, required: bool = True) -> datetime | None:
         value = obj.get(key)
         if value is None:
@@ -296,20 +313,46 @@ class _Reader:
         code = self.text(m, "code", where)
         where = self.where(f"billable_metric '{code}'")
         aggregation = self.choice(m, "aggregation_type", where, AGGREGATION_TYPES)
-        if aggregation not in SUPPORTED_AGGREGATIONS:
-            raise CatalogError(where, "aggregation_type", f"{aggregation} is not supported yet")
         field_name = self.optional_text(m, "field_name", where)
-        if aggregation != "count_agg" and aggregation != "custom_agg" and not field_name:
+        if aggregation not in ("count_agg", "custom_agg") and not field_name:
             raise CatalogError(where, "field_name", f"is required for {aggregation}")
+        recurring = self.boolean(m, "recurring", where)
+        if recurring and aggregation not in RECURRING_AGGREGATIONS:
+            raise CatalogError(
+                where, "recurring", f"{aggregation} cannot be recurring (only {', '.join(RECURRING_AGGREGATIONS)})"
+            )
+        rounding = m.get("rounding_function")
+        if rounding is not None and rounding not in ROUNDING_FUNCTIONS:
+            raise CatalogError(where, "rounding_function", f"must be one of {', '.join(ROUNDING_FUNCTIONS)}; got {rounding!r}")
+        precision = m.get("rounding_precision")
+        if precision is not None and (isinstance(precision, bool) or not isinstance(precision, int) or not -12 <= precision <= 12):
+            raise CatalogError(where, "rounding_precision", f"must be an integer from -12 to 12, got {precision!r}")
+        expression = self.optional_text(m, "expression", where)
+        compiled: dict[str, str | None] = {"clickhouse": None, "postgres": None}
+        if aggregation == "custom_agg":
+            if not expression:
+                raise CatalogError(where, "expression", "is required for custom_agg")
+            for dialect in compiled:
+                try:
+                    compiled[dialect] = compile_custom_expression(
+                        code, expression, dialect,
+                        property_sql=PROPERTY_DECIMAL_SQL[dialect],
+                        property_text_sql=PROPERTY_TEXT_SQL[dialect],
+                        timestamp_sql="event_at",
+                    )
+                except CustomExpressionError as exc:
+                    raise CatalogError(where, "expression", str(exc)) from exc
         return BillableMetric(
             code=code,
             name=m.get("name") or code,
             aggregation_type=aggregation,
             field_name=field_name,
-            recurring=self.boolean(m, "recurring", where),
-            expression=self.optional_text(m, "expression", where),
-            rounding_function=self.optional_text(m, "rounding_function", where),
-            rounding_precision=m.get("rounding_precision"),
+            recurring=recurring,
+            expression=expression,
+            rounding_function=rounding,
+            rounding_precision=(precision if precision is not None else (0 if rounding else None)),
+            expression_clickhouse=compiled["clickhouse"],
+            expression_postgres=compiled["postgres"],
         )
 
     def plan(self, index: int, p: Any, metric_codes: set[str]) -> Plan:
@@ -353,28 +396,55 @@ class _Reader:
         if metric_code not in metric_codes:
             raise CatalogError(where, "billable_metric_code", f"no billable metric has code {metric_code!r}")
         model = self.choice(c, "charge_model", where, CHARGE_MODELS)
-        if model not in SUPPORTED_CHARGE_MODELS:
-            raise CatalogError(where, "charge_model", f"{model} is not supported yet")
         properties = c.get("properties") or {}
         if not isinstance(properties, dict):
             raise CatalogError(where, "properties", "must be a mapping")
-        # Lago's standard model names the unit price `amount`; `per_unit_amount` is
-        # accepted as a synonym.
-        if "amount" not in properties and "per_unit_amount" in properties:
-            properties = {**properties, "amount": properties["per_unit_amount"]}
-        amount = self.decimal(properties, "amount", where + " properties")
+        grouped_by = c.get("grouped_by", properties.get("grouped_by")) or []
+        if not isinstance(grouped_by, list) or not all(isinstance(k, str) and k for k in grouped_by):
+            raise CatalogError(where, "grouped_by", "must be a list of property keys")
+        raw_filters = c.get("filters") or []
+        if not isinstance(raw_filters, list):
+            raise CatalogError(where, "filters", "must be a list")
+        display_name = c.get("invoice_display_name") or metric_code
         return Charge(
             charge_id=f"{plan_code}/{index}",
             plan_code=plan_code,
             charge_index=index,
             billable_metric_code=metric_code,
             charge_model=model,
-            invoice_display_name=c.get("invoice_display_name") or metric_code,
+            invoice_display_name=display_name,
             pay_in_advance=self.boolean(c, "pay_in_advance", where),
             prorated=self.boolean(c, "prorated", where),
             min_amount_cents=self.integer(c, "min_amount_cents", where, default=0),
-            amount=amount,
+            price=parse_price(model, properties, where),
+            filters=tuple(
+                self.charge_filter(f"{where} filters[{i}]", i, f, model, display_name)
+                for i, f in enumerate(raw_filters)
+            ),
+            grouped_by=tuple(grouped_by),
             properties=properties,
+        )
+
+    def charge_filter(self, where: str, index: int, f: Any, model: str, charge_name: str) -> ChargeFilter:
+        if not isinstance(f, dict):
+            raise CatalogError(where, "(filter)", "must be a mapping")
+        values = f.get("values")
+        if not isinstance(values, dict) or not values:
+            raise CatalogError(where, "values", "is required: a map of property key to accepted values")
+        accepted: dict[str, tuple[str, ...]] = {}
+        for key, options in values.items():
+            if not isinstance(options, list) or not options:
+                raise CatalogError(where, f"values.{key}", "must be a non-empty list of accepted values")
+            accepted[str(key)] = tuple(str(v) for v in options)
+        properties = f.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise CatalogError(where, "properties", "must be a mapping")
+        label = ", ".join(f"{k}: {'/'.join(v)}" for k, v in accepted.items())
+        return ChargeFilter(
+            filter_index=index,
+            invoice_display_name=f.get("invoice_display_name") or f"{charge_name} ({label})",
+            values=accepted,
+            price=parse_price(model, properties, where),
         )
 
     def customer(self, index: int, c: Any) -> Customer:
@@ -450,12 +520,34 @@ class _Reader:
             replaced.add(previous.external_id)
 
 
+# How the validated custom_agg expressions read an event property, per warehouse: the
+# same rules as the `property_decimal` macro (JSON numbers and numeric strings, exact).
+PROPERTY_DECIMAL_SQL = {
+    "clickhouse": lambda key: (
+        f"toDecimal256OrNull(if(JSONType(properties, '{key}') = 'String', "
+        f"JSONExtractString(properties, '{key}'), JSONExtractRaw(properties, '{key}')), 12)"
+    ),
+    "postgres": lambda key: (
+        f"(case when jsonb_typeof(properties::jsonb -> '{key}') in ('number', 'string') "
+        f"and (properties::jsonb ->> '{key}') ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "
+        f"then cast(properties::jsonb ->> '{key}' as numeric(38, 12)) end)"
+    ),
+}
+PROPERTY_TEXT_SQL = {
+    "clickhouse": lambda key: f"JSONExtractString(properties, '{key}')",
+    "postgres": lambda key: f"(properties::jsonb ->> '{key}')",
+}
+
+
 def parse_instant(value: Any) -> datetime:
     """An ISO 8601 string with an offset (or ``Z``), or Unix seconds, as a UTC datetime."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, Decimal)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(0, timezone.utc) + _seconds(Decimal(value))
+        try:
+            return datetime.fromtimestamp(0, timezone.utc) + _seconds(Decimal(value))
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"Unix seconds {value} are out of range") from exc
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))

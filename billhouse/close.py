@@ -23,12 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from billhouse.catalog import Catalog
+from billhouse.commercial_terms import CommercialTerms, apply_commercial_terms
 from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
 from billhouse.raw_tables import BILLED_FEES
 from billhouse.warehouse import Warehouse, open_warehouse
+from ingestion.config import landing_dir
+from ingestion.loader import load_landed_events
 from invoicing.drafts import read_invoice_drafts
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
@@ -79,19 +82,32 @@ def close(
     settings: Settings,
     as_of: datetime,
     seller: Seller | None = None,
+    terms: CommercialTerms | None = None,
     *,
     since: datetime | None = None,
     timezone_name: str | None = None,
     dbt_args: tuple[str, ...] = ("build",),
 ) -> CloseReport:
     as_of_utc = as_of.astimezone(timezone.utc)
-    with open_warehouse(settings):
-        pass  # make sure the raw tables exist before dbt reads them as sources
+    prepare_close(settings)
     dbt = run_dbt(settings, list(dbt_args), close_variables(as_of_utc, since, timezone_name))
-    return finish_close(settings, as_of_utc, dbt.summary, seller)
+    return finish_close(settings, as_of_utc, dbt.summary, seller, terms)
 
 
-def finish_close(settings: Settings, as_of: datetime, dbt_summary: str, seller: Seller | None = None) -> CloseReport:
+def prepare_close(settings: Settings) -> None:
+    """Before dbt: create the raw tables dbt reads as sources and load landed events."""
+    with open_warehouse(settings) as warehouse:
+        # issue 5: events the API accepted since the last close, loaded exactly once
+        load_landed_events(warehouse, landing_dir(settings))
+
+
+def finish_close(
+    settings: Settings,
+    as_of: datetime,
+    dbt_summary: str,
+    seller: Seller | None = None,
+    terms: CommercialTerms | None = None,
+) -> CloseReport:
     """After dbt built the drafts: read them, finalize, mirror the billed fees, render PDFs."""
     as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:
@@ -99,6 +115,8 @@ def finish_close(settings: Settings, as_of: datetime, dbt_summary: str, seller: 
     report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
     with ledger(settings) as conn:
         migrate(conn)
+        if terms is not None:  # coupons, taxes, wallets from the catalog (idempotent)
+            apply_commercial_terms(conn, terms)
         report.invoices = finalize_drafts(conn, drafts)
         for invoice in report.invoices:
             pdf = Path(invoice.pdf_path) if invoice.pdf_path else None

@@ -23,7 +23,8 @@ class DbtRunError(BillhouseError):
     def __init__(self, command: list[str], output: str) -> None:
         self.command = command
         self.output = output
-        failures = [line for line in output.splitlines() if "ERROR" in line or "Error" in line or "FAIL" in line]
+        markers = ("ERROR", "Error", "FAIL", "Exception", "Code:")
+        failures = [line for line in output.splitlines() if any(marker in line for marker in markers)]
         detail = "\n".join(failures[-12:]) or output[-2000:]
         super().__init__(f"dbt {' '.join(command)} failed:\n{detail}")
 
@@ -47,7 +48,19 @@ def dbt_executable() -> str:
 def dbt_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env["BILLHOUSE_CHDB_PATH"] = str(settings.chdb_path)
-    env.setdefault("BILLHOUSE_TARGET", settings.warehouse_target)
+    env["BILLHOUSE_TARGET"] = settings.warehouse_target
+    if settings.warehouse_target == "postgres":
+        from psycopg.conninfo import conninfo_to_dict
+
+        from billhouse.ledger_connection import sibling_database_url
+        from billhouse.postgres_warehouse import WAREHOUSE_DATABASE
+
+        params = conninfo_to_dict(sibling_database_url(settings, WAREHOUSE_DATABASE))
+        env["BILLHOUSE_PG_HOST"] = str(params.get("host") or "localhost")
+        env["BILLHOUSE_PG_PORT"] = str(params.get("port") or 5432)
+        env["BILLHOUSE_PG_USER"] = str(params.get("user") or "postgres")
+        env["BILLHOUSE_PG_PASSWORD"] = str(params.get("password") or "")
+        env["BILLHOUSE_PG_DATABASE"] = str(params["dbname"])
     env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     return env
 

@@ -9,6 +9,7 @@ by the models (the first accepted copy wins — see docs/semantics.md).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,13 +52,13 @@ def validate_event(index: int, raw: Mapping[str, Any], catalog: Catalog | None =
     if not isinstance(properties, Mapping):
         raise EventError(index, "properties", "must be an object")
     if catalog is not None:
-        _check_metric_field(index, ids["code"], properties, catalog)
+        check_metric_field(index, ids["code"], properties, catalog)
     return Event(
         transaction_id=ids["transaction_id"],
         external_subscription_id=ids["external_subscription_id"],
         code=ids["code"],
         timestamp=timestamp,
-        properties=json.dumps(properties, sort_keys=True, default=_json_number),
+        properties=json.dumps(properties, sort_keys=True, default=json_number),
     )
 
 
@@ -78,20 +79,30 @@ def load_events(
     return len(events)
 
 
+# What the warehouse's DateTime64(3) holds.
+EARLIEST_TIMESTAMP = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_TIMESTAMP = datetime(2299, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+_UNIX_SECONDS = re.compile(r"^\s*\d+(\.\d+)?\s*$")
+
+
 def _timestamp(index: int, value: Any) -> datetime:
     if value is None:
         moment = datetime.now(timezone.utc)
     else:
         if isinstance(value, float):
             value = Decimal(repr(value))
+        elif isinstance(value, str) and _UNIX_SECONDS.match(value):
+            value = Decimal(value)  # Lago's clients send Unix seconds as a string
         try:
             moment = parse_instant(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise EventError(index, "timestamp", f"{exc} (use ISO 8601 or Unix seconds)") from exc
+    if not EARLIEST_TIMESTAMP <= moment <= LATEST_TIMESTAMP:
+        raise EventError(index, "timestamp", f"{moment.isoformat()} is outside 1900-01-01..2299-12-31")
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def _check_metric_field(index: int, code: str, properties: Mapping[str, Any], catalog: Catalog) -> None:
+def check_metric_field(index: int, code: str, properties: Mapping[str, Any], catalog: Catalog) -> None:
     metric = catalog.metric(code)
     if metric is None or metric.aggregation_type == "count_agg" or not metric.field_name:
         return
@@ -110,7 +121,7 @@ def _check_metric_field(index: int, code: str, properties: Mapping[str, Any], ca
             raise EventError(index, field, f"must be a finite number, got {value!r}")
 
 
-def _json_number(value: Any) -> Any:
+def json_number(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)  # a decimal string: never through float
     if isinstance(value, datetime):

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from billhouse.errors import BillhouseError
 from billhouse.settings import Settings
@@ -79,6 +80,19 @@ def ledger_url(settings: Settings) -> str:
         _ensure_database(postmaster.uri("postgres"), LEDGER_DATABASE)
         _known_databases.add((pgdata, postmaster.pid))
     return postmaster.uri(LEDGER_DATABASE)
+
+
+def sibling_database_url(settings: Settings, database: str) -> str:
+    """The URL of another database on the ledger's server, created if missing.
+
+    PostgreSQL as the *warehouse* lives in its own database (``billhouse_warehouse``)
+    beside the ledger's, on the same embedded server or ``DATABASE_URL`` server.
+    """
+    params = conninfo_to_dict(ledger_url(settings))
+    params["dbname"] = "postgres"
+    _ensure_database(make_conninfo(**params), database)
+    params["dbname"] = database
+    return make_conninfo(**params)
 
 
 def connect(settings: Settings) -> psycopg.Connection:

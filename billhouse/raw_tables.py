@@ -17,6 +17,24 @@ class Column:
     name: str
     clickhouse_type: str
 
+    @property
+    def postgres_type(self) -> str:
+        return _postgres_type(self.clickhouse_type)
+
+
+def _postgres_type(clickhouse_type: str) -> str:
+    inner = clickhouse_type
+    nullable = inner.startswith("Nullable(")
+    if nullable:
+        inner = inner[len("Nullable("):-1]
+    if inner.startswith("Decimal("):
+        mapped = "numeric" + inner[len("Decimal"):]
+    elif inner.startswith("DateTime64("):
+        mapped = "timestamptz"
+    else:
+        mapped = {"String": "text", "Int32": "integer", "Int64": "bigint", "Bool": "boolean"}[inner]
+    return mapped if nullable else f"{mapped} not null"
+
 
 @dataclass(frozen=True)
 class RawTable:
@@ -29,6 +47,10 @@ class RawTable:
     @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
+
+    def postgres_ddl(self, schema: str = RAW_SCHEMA) -> str:
+        cols = ",\n  ".join(f'"{c.name}" {c.postgres_type}' for c in self.columns)
+        return f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} (\n  {cols}\n)"
 
     def clickhouse_ddl(self, schema: str = RAW_SCHEMA) -> str:
         cols = ",\n  ".join(f"`{c.name}` {c.clickhouse_type}" for c in self.columns)
@@ -70,6 +92,8 @@ BILLABLE_METRICS = RawTable(
         ("expression", "Nullable(String)"),
         ("rounding_function", "Nullable(String)"),
         ("rounding_precision", "Nullable(Int32)"),
+        ("expression_clickhouse", "Nullable(String)"),  # the validated custom_agg SQL
+        ("expression_postgres", "Nullable(String)"),
     ),
     order_by="code",
 )
@@ -90,9 +114,10 @@ PLANS = RawTable(
     order_by="code",
 )
 
-# One row per charge; the charge model's scalar properties are typed columns (Lago's
-# names). Tiers of graduated / volume / graduated_percentage charges are rows of
-# CHARGE_RANGES, never JSON parsed inside SQL.
+# One row per charge. Its prices are CHARGE_PRICES rows: the default properties
+# (filter_index -1) and one per filter, each with the charge model's scalar properties
+# as typed columns (Lago's names); tiers are CHARGE_RANGES rows, never JSON parsed
+# inside SQL.
 CHARGES = RawTable(
     name="charges",
     columns=_cols(
@@ -105,6 +130,19 @@ CHARGES = RawTable(
         ("pay_in_advance", "Bool"),
         ("prorated", "Bool"),
         ("min_amount_cents", "Int64"),
+        ("grouped_by", "String"),  # JSON array of property keys
+        ("filter_count", "Int32"),
+        ("properties", "String"),  # the charge's properties as authored, JSON text
+    ),
+    order_by="charge_id",
+)
+
+CHARGE_PRICES = RawTable(
+    name="charge_prices",
+    columns=_cols(
+        ("charge_id", "String"),
+        ("filter_index", "Int32"),
+        ("invoice_display_name", "String"),
         ("amount", OPTIONAL_DECIMAL),
         ("package_size", OPTIONAL_DECIMAL),
         ("free_units", OPTIONAL_DECIMAL),
@@ -114,23 +152,35 @@ CHARGES = RawTable(
         ("free_units_per_total_aggregation", OPTIONAL_DECIMAL),
         ("per_transaction_min_amount", OPTIONAL_DECIMAL),
         ("per_transaction_max_amount", OPTIONAL_DECIMAL),
-        ("properties", "String"),  # the charge's properties as authored, JSON text
     ),
-    order_by="charge_id",
+    order_by="charge_id, filter_index",
+)
+
+CHARGE_FILTER_VALUES = RawTable(
+    name="charge_filter_values",
+    columns=_cols(
+        ("charge_id", "String"),
+        ("filter_index", "Int32"),
+        ("property_key", "String"),
+        ("value", "String"),
+    ),
+    order_by="charge_id, filter_index, property_key, value",
 )
 
 CHARGE_RANGES = RawTable(
     name="charge_ranges",
     columns=_cols(
         ("charge_id", "String"),
+        ("filter_index", "Int32"),
         ("range_index", "Int32"),
         ("from_value", DECIMAL),
         ("to_value", OPTIONAL_DECIMAL),
+        ("lower_bound", DECIMAL),
         ("per_unit_amount", OPTIONAL_DECIMAL),
         ("rate", OPTIONAL_DECIMAL),
         ("flat_amount", DECIMAL),
     ),
-    order_by="charge_id, range_index",
+    order_by="charge_id, filter_index, range_index",
 )
 
 CUSTOMERS = RawTable(
@@ -188,6 +238,8 @@ ALL_TABLES: tuple[RawTable, ...] = (
     BILLABLE_METRICS,
     PLANS,
     CHARGES,
+    CHARGE_PRICES,
+    CHARGE_FILTER_VALUES,
     CHARGE_RANGES,
     CUSTOMERS,
     SUBSCRIPTIONS,

@@ -35,7 +35,9 @@ class Warehouse:
         """Replace the catalog, customers and subscriptions with those of ``catalog``."""
         rows = catalog.rows()
         for table in REFERENCE_TABLES:
-            self.client.command(f"TRUNCATE TABLE {self.schema}.{table.name}")
+            # Dropped and created anew: reference tables follow raw_tables.py exactly.
+            self.client.command(f"DROP TABLE IF EXISTS {self.schema}.{table.name}")
+            self.client.command(table.clickhouse_ddl(self.schema))
             self._insert(table, rows[table.name])
 
     def append_events(self, events: list[Event], ingested_at: datetime) -> None:
@@ -78,10 +80,22 @@ class Warehouse:
 
 @contextmanager
 def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
-    """Own the embedded store for the duration of the block."""
+    """Own the warehouse for the duration of the block: the embedded ClickHouse store
+    (one process at a time), or PostgreSQL when the target is ``postgres``."""
+    if settings.warehouse_target == "postgres":
+        import psycopg
+
+        from billhouse.ledger_connection import sibling_database_url
+        from billhouse.postgres_warehouse import WAREHOUSE_DATABASE, PostgresWarehouse
+
+        with psycopg.connect(sibling_database_url(settings, WAREHOUSE_DATABASE), autocommit=True) as conn:
+            warehouse = PostgresWarehouse(conn)
+            warehouse.ensure_raw_tables()
+            yield warehouse  # type: ignore[misc]
+        return
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
     client = clickhouse_connect.get_client(
-        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC"}
+        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC", "join_use_nulls": 1}
     )
     try:
         warehouse = Warehouse(client)

@@ -7,6 +7,9 @@ number (see ``invoicing.numbering``) and insert the invoice and its fees. A fail
 rolls the whole draft back, number included; drafts finalized before it stay
 committed, and the error is raised.
 
+The invoice's coupons, taxes and credits (``invoicing.invoice_contents``) are computed
+and written in that same transaction, under locks on what they consume.
+
 A finalized invoice never changes: a re-run with a different draft for the same
 ``invoice_key`` returns the invoice as issued (and logs a warning); corrections are
 credit notes.
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -25,6 +28,12 @@ from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
 from invoicing.drafts import InvoiceDraft
+from invoicing.invoice_contents import (
+    details_json,
+    net_payment_term,
+    prepare_invoice_contents,
+    record_invoice_contents,
+)
 from invoicing.errors import (
     FeeAlreadyBilledError,
     InvalidDraftError,
@@ -34,6 +43,7 @@ from invoicing.errors import (
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, find_invoice, list_invoices
 from invoicing.money import currency_exponent
 from invoicing.numbering import issue_next_number, lock_sequence
+from invoicing.outbox import enqueue_invoice_finalized_events
 
 __all__ = ["FinalizedFee", "FinalizedInvoice", "finalize_drafts", "list_invoices", "validate_draft"]
 
@@ -92,7 +102,7 @@ def validate_draft(draft: InvoiceDraft) -> None:
     fees_cents = sum(fee.amount_cents for fee in draft.fees)
     if fees_cents != draft.sub_total_cents:
         raise fail(f"sub_total_cents {draft.sub_total_cents} != sum of fees {fees_cents}")
-    # Until coupons, taxes and credits exist, the total is the subtotal.
+    # A draft's total is its subtotal: coupons, taxes and credits are applied at finalization.
     if draft.total_cents != draft.sub_total_cents:
         raise fail(f"total_cents {draft.total_cents} != sub_total_cents {draft.sub_total_cents}")
 
@@ -117,6 +127,9 @@ def _finalize_one(
             sequential_id, number = issue_next_number(conn, sequence)
             _insert(conn, draft, billing_entity, sequential_id, number)
             invoice = find_invoice(conn, invoice_key=draft.invoice_key)
+            assert invoice is not None
+            # webhooks: invoice.created + invoice.finalized, committed with the invoice
+            enqueue_invoice_finalized_events(conn, invoice)
     except pg_errors.UniqueViolation as exc:
         if exc.diag.constraint_name == _FEE_BILLED_ONCE:
             raise FeeAlreadyBilledError(draft.invoice_key, exc.diag.message_detail or "") from exc
@@ -133,14 +146,20 @@ def _insert(
     sequential_id: int,
     number: str,
 ) -> None:
+    contents = prepare_invoice_contents(conn, draft, billing_entity)
+    fee_contents = {fee.fee_key: fee for fee in contents.fees}
+    due_date = draft.issuing_date + timedelta(days=net_payment_term(conn, draft.external_customer_id))
     row = conn.execute(
         """
         INSERT INTO invoices (
             billing_entity, sequential_id, number, invoice_key, external_customer_id,
             customer_name, currency, currency_exponent, issuing_date, period_start,
-            period_end, status, payment_status, sub_total_cents, total_cents, finalized_at
+            period_end, status, payment_status, sub_total_cents, total_cents, finalized_at,
+            invoice_type, due_date, coupons_cents, taxes_cents, credit_notes_cents,
+            prepaid_credits_cents
         ) VALUES (
-            %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'finalized', 'pending', %s, %s, now()
+            %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'finalized', 'pending', %s, %s, now(),
+            %s, %s, %s, %s, %s, %s
         ) RETURNING id
         """,
         (
@@ -155,8 +174,14 @@ def _insert(
             draft.issuing_date,
             _utc(draft.period_start),
             _utc(draft.period_end),
-            draft.sub_total_cents,
-            draft.total_cents,
+            contents.sub_total_cents,
+            contents.total_cents,
+            draft.invoice_type,
+            due_date,
+            contents.coupons_cents,
+            contents.taxes_cents,
+            contents.credit_notes_cents,
+            contents.prepaid_credits_cents,
         ),
     ).fetchone()
     assert row is not None
@@ -166,8 +191,10 @@ def _insert(
             INSERT INTO invoice_fees (
                 invoice_id, fee_key, kind, external_subscription_id, plan_code,
                 billable_metric_code, charge_model, invoice_display_name, period_start,
-                period_end, units, unit_amount, precise_amount, amount_cents, position
-            ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                period_end, units, unit_amount, precise_amount, amount_cents, position,
+                charge_id, add_on_code, details, precise_coupons_amount_cents,
+                precise_taxes_amount_cents
+            ) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             """,
             [
                 (
@@ -186,10 +213,16 @@ def _insert(
                     fee.precise_amount,
                     fee.amount_cents,
                     position,
+                    fee.charge_id,
+                    fee.add_on_code,
+                    details_json(fee.details),
+                    fee_contents[fee.fee_key].precise_coupons_amount_cents,
+                    fee_contents[fee.fee_key].precise_taxes_amount_cents,
                 )
                 for position, fee in enumerate(draft.fees)
             ],
         )
+    record_invoice_contents(conn, row[0], contents)
 
 
 def _already_finalized(
@@ -200,7 +233,7 @@ def _already_finalized(
             f"invoice_key {draft.invoice_key!r} is {existing.number} of billing entity"
             f" {existing.billing_entity!r}, not {billing_entity!r}"
         )
-    if existing.total_cents != draft.total_cents or {f.fee_key for f in existing.fees} != {
+    if existing.sub_total_cents != draft.sub_total_cents or {f.fee_key for f in existing.fees} != {
         f.fee_key for f in draft.fees
     }:
         logger.warning(

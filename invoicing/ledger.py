@@ -1,7 +1,13 @@
 """Finalized invoices as records read back from the Postgres ledger.
 
 ``FinalizedInvoice`` and ``FinalizedFee`` mirror the ``invoices`` and ``invoice_fees``
-rows. Timestamps come back in UTC; units and prices as exact ``Decimal``.
+rows, with what the invoice took at finalization: coupons, taxes per rate, credit-note
+credits and prepaid credits. Totals follow semantics.md's order::
+
+    sub_total_cents - coupons_cents + taxes_cents - credits_cents = total_cents (due)
+
+where ``credits_cents = credit_notes_cents + prepaid_credits_cents``. Timestamps come
+back in UTC; units, prices and unrounded amounts as exact ``Decimal``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from psycopg.rows import dict_row
 from invoicing.errors import InvoiceNotFoundError
 
 __all__ = [
+    "AppliedCouponLine",
+    "AppliedTaxLine",
+    "CreditNoteCreditLine",
     "FinalizedFee",
     "FinalizedInvoice",
     "find_invoice",
@@ -31,11 +40,33 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class AppliedCouponLine:
+    coupon_code: str
+    coupon_name: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class AppliedTaxLine:
+    tax_code: str
+    tax_name: str
+    tax_rate: Decimal  # percent
+    taxable_base_cents: int
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class CreditNoteCreditLine:
+    credit_note_number: str
+    amount_cents: int
+
+
+@dataclass(frozen=True)
 class FinalizedFee:
     fee_key: str
-    kind: str
-    external_subscription_id: str
-    plan_code: str
+    kind: str  # subscription | charge | commitment | add_on
+    external_subscription_id: str | None
+    plan_code: str | None
     billable_metric_code: str | None
     charge_model: str | None
     invoice_display_name: str
@@ -45,6 +76,11 @@ class FinalizedFee:
     unit_amount: Decimal
     precise_amount: Decimal
     amount_cents: int
+    charge_id: str | None = None
+    add_on_code: str | None = None
+    details: dict[str, Any] | None = None  # rating details; graduated fees list "tiers"
+    precise_coupons_amount_cents: Decimal = Decimal(0)  # unrounded share of the coupons
+    precise_taxes_amount_cents: Decimal = Decimal(0)  # unrounded taxes on (fee - coupons)
 
 
 @dataclass(frozen=True)
@@ -69,17 +105,44 @@ class FinalizedInvoice:
     pdf_path: str | None
     fees: tuple[FinalizedFee, ...]
     created: bool = False  # True only when returned by the call that finalized it
+    invoice_type: str = "subscription"  # "subscription" | "one_off"
+    due_date: date | None = None
+    coupons_cents: int = 0
+    taxes_cents: int = 0
+    credit_notes_cents: int = 0  # credit-note credits consumed
+    prepaid_credits_cents: int = 0  # wallet credits consumed, as money
+    prepaid_credits: Decimal = Decimal(0)  # wallet credits consumed, in credits
+    applied_coupons: tuple[AppliedCouponLine, ...] = ()
+    applied_taxes: tuple[AppliedTaxLine, ...] = ()
+    credit_note_credits: tuple[CreditNoteCreditLine, ...] = ()
+
+    @property
+    def credits_cents(self) -> int:
+        """Credit-note and prepaid credits together (the scenario output's credits_cents)."""
+        return self.credit_notes_cents + self.prepaid_credits_cents
+
+    @property
+    def sub_total_after_coupons_cents(self) -> int:
+        return self.sub_total_cents - self.coupons_cents
+
+    @property
+    def total_before_credits_cents(self) -> int:
+        """What the invoice is worth: subtotal - coupons + taxes (the creditable base)."""
+        return self.sub_total_cents - self.coupons_cents + self.taxes_cents
 
 
 _INVOICE_COLUMNS = """
     id, number, sequential_id, billing_entity, invoice_key, external_customer_id,
     customer_name, currency, currency_exponent, issuing_date, period_start, period_end,
-    status, payment_status, sub_total_cents, total_cents, finalized_at, pdf_path
+    status, payment_status, sub_total_cents, total_cents, finalized_at, pdf_path,
+    invoice_type, due_date, coupons_cents, taxes_cents, credit_notes_cents,
+    prepaid_credits_cents
 """
 _FEE_COLUMNS = """
     invoice_id, fee_key, kind, external_subscription_id, plan_code, billable_metric_code,
     charge_model, invoice_display_name, period_start, period_end, units, unit_amount,
-    precise_amount, amount_cents
+    precise_amount, amount_cents, charge_id, add_on_code, details,
+    precise_coupons_amount_cents, precise_taxes_amount_cents
 """
 
 
@@ -156,6 +219,37 @@ def _load(conn: psycopg.Connection, query: str, params: Sequence[Any]) -> list[F
             fee["period_start"] = _utc(fee["period_start"])
             fee["period_end"] = _utc(fee["period_end"])
             fees.setdefault(invoice_id, []).append(FinalizedFee(**fee))
+        ids = ([r["id"] for r in rows],)
+        coupons: dict[UUID, list[AppliedCouponLine]] = {}
+        for line in cur.execute(
+            b"SELECT invoice_id, coupon_code, coupon_name, amount_cents FROM invoice_applied_coupons"
+            b" WHERE invoice_id = ANY(%s) ORDER BY invoice_id, position",
+            ids,
+        ).fetchall():
+            coupons.setdefault(line.pop("invoice_id"), []).append(AppliedCouponLine(**line))
+        taxes: dict[UUID, list[AppliedTaxLine]] = {}
+        for line in cur.execute(
+            b"SELECT invoice_id, tax_code, tax_name, tax_rate, taxable_base_cents, amount_cents"
+            b" FROM invoice_applied_taxes WHERE invoice_id = ANY(%s) ORDER BY invoice_id, tax_rate DESC, tax_code",
+            ids,
+        ).fetchall():
+            taxes.setdefault(line.pop("invoice_id"), []).append(AppliedTaxLine(**line))
+        credits: dict[UUID, list[CreditNoteCreditLine]] = {}
+        for line in cur.execute(
+            b"SELECT c.invoice_id, n.number AS credit_note_number, c.amount_cents"
+            b" FROM invoice_credit_note_credits c JOIN credit_notes n ON n.id = c.credit_note_id"
+            b" WHERE c.invoice_id = ANY(%s) ORDER BY c.invoice_id, n.created_at, n.number",
+            ids,
+        ).fetchall():
+            credits.setdefault(line.pop("invoice_id"), []).append(CreditNoteCreditLine(**line))
+        wallet_credits: dict[UUID, Decimal] = {
+            line["invoice_id"]: line["credits"]
+            for line in cur.execute(
+                b"SELECT invoice_id, credits FROM wallet_transactions"
+                b" WHERE invoice_id = ANY(%s) AND source = 'invoice'",
+                ids,
+            ).fetchall()
+        }
     return [
         FinalizedInvoice(
             **{
@@ -166,6 +260,10 @@ def _load(conn: psycopg.Connection, query: str, params: Sequence[Any]) -> list[F
                 "finalized_at": _utc(row["finalized_at"]),
             },
             fees=tuple(fees.get(row["id"], ())),
+            prepaid_credits=wallet_credits.get(row["id"], Decimal(0)),
+            applied_coupons=tuple(coupons.get(row["id"], ())),
+            applied_taxes=tuple(taxes.get(row["id"], ())),
+            credit_note_credits=tuple(credits.get(row["id"], ())),
         )
         for row in rows
     ]

@@ -14,11 +14,18 @@ prices; no float is ever involved.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 
 from invoicing.errors import UnknownCurrencyError
 
-__all__ = ["currency_exponent", "currency_symbol", "format_amount", "format_minor_units"]
+__all__ = [
+    "currency_exponent",
+    "currency_symbol",
+    "floor_to_int",
+    "format_amount",
+    "format_minor_units",
+    "round_half_up",
+]
 
 _EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
@@ -50,6 +57,27 @@ def currency_exponent(currency: str) -> int:
         return ISO_4217_EXPONENTS[currency]
     except KeyError:
         raise UnknownCurrencyError(f"unknown ISO 4217 currency code {currency!r}") from None
+
+
+def round_half_up(amount: Decimal) -> int:
+    """The one rounding rule (semantics.md): half away from zero, to an integer.
+
+    ``amount`` is already in minor units (cents): ``round_half_up(Decimal("283.87")) == 284``.
+    """
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"round_half_up() takes a Decimal, not {type(amount).__name__}")
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return int(amount.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def floor_to_int(amount: Decimal) -> int:
+    """Round toward minus infinity (money a wallet may give: never more than it holds)."""
+    if not isinstance(amount, Decimal):
+        raise TypeError(f"floor_to_int() takes a Decimal, not {type(amount).__name__}")
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return int(amount.to_integral_value(rounding=ROUND_FLOOR))
 
 
 def currency_symbol(currency: str) -> str | None:

@@ -15,12 +15,56 @@
 {%- endmacro %}
 
 {% macro clickhouse__property_decimal(properties, key) -%}
-    toDecimal128OrNull(
+    toDecimal256OrNull(
         if(
             JSONType({{ properties }}, {{ key }}) = 'String',
             JSONExtractString({{ properties }}, {{ key }}),
             JSONExtractRaw({{ properties }}, {{ key }})
         ),
         12
+    )
+{%- endmacro %}
+
+
+{#- An event property as text ('' when absent): strings unquoted, numbers as written. -#}
+{% macro property_text(properties, key) -%}
+    {{ return(adapter.dispatch('property_text', 'billhouse')(properties, key)) }}
+{%- endmacro %}
+
+{% macro default__property_text(properties, key) -%}
+    coalesce(({{ properties }})::jsonb ->> ({{ key }}), '')
+{%- endmacro %}
+
+{% macro clickhouse__property_text(properties, key) -%}
+    if(
+        JSONType({{ properties }}, {{ key }}) = 'String',
+        JSONExtractString({{ properties }}, {{ key }}),
+        JSONExtractRaw({{ properties }}, {{ key }})
+    )
+{%- endmacro %}
+
+
+{#-
+    The group an event belongs to for a charge with `grouped_by` (a JSON array of
+    property keys): "key=value, key=value" in the keys' order; '' without grouped_by.
+-#}
+{% macro group_key(properties, grouped_by) -%}
+    {{ return(adapter.dispatch('group_key', 'billhouse')(properties, grouped_by)) }}
+{%- endmacro %}
+
+{% macro default__group_key(properties, grouped_by) -%}
+    coalesce((
+        select string_agg(keys.key || '=' || coalesce(({{ properties }})::jsonb ->> keys.key, ''), ', ' order by keys.position)
+        from jsonb_array_elements_text(({{ grouped_by }})::jsonb) with ordinality as keys(key, position)
+    ), '')
+{%- endmacro %}
+
+{% macro clickhouse__group_key(properties, grouped_by) -%}
+    arrayStringConcat(
+        arrayMap(
+            k -> concat(k, '=', {{ billhouse.clickhouse__property_text(properties, 'k') }}),
+            JSONExtract({{ grouped_by }}, 'Array(String)')
+        ),
+        ', '
     )
 {%- endmacro %}

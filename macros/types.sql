@@ -1,4 +1,9 @@
-{#- Exact decimal for units and money: 38 digits, 12 after the point (semantics.md). -#}
+{#-
+    Exact decimal for units and money: 12 digits after the point (semantics.md).
+    ClickHouse computes in Decimal256: the product of two 12-scale decimals has scale 24,
+    and Decimal128 arithmetic overflows silently (no error, a wrong number) once a
+    product passes 10^14 — a 10^12-unit bill at 1000 per unit would be garbage.
+-#}
 {% macro decimal_type() -%}
     {{ return(adapter.dispatch('decimal_type', 'billhouse')()) }}
 {%- endmacro %}
@@ -8,7 +13,7 @@
 {%- endmacro %}
 
 {% macro clickhouse__decimal_type() -%}
-    Decimal(38, 12)
+    Decimal(76, 12)
 {%- endmacro %}
 
 
@@ -28,4 +33,24 @@
 
 {% macro clickhouse__null_string() -%}
     cast(null as Nullable(String))
+{%- endmacro %}
+
+
+{% macro nullable_decimal_type() -%}
+    {{ return(adapter.dispatch('nullable_decimal_type', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__nullable_decimal_type() -%}
+    {{ billhouse.decimal_type() }}
+{%- endmacro %}
+
+{% macro clickhouse__nullable_decimal_type() -%}
+    Nullable({{ billhouse.decimal_type() }})
+{%- endmacro %}
+
+
+{#- A decimal zero. On ClickHouse, greatest() or CASE over a Decimal and an integer
+    literal goes through Float64 (0.505 + 0.5 -> 1.00499...): write zeros with this. -#}
+{% macro decimal_zero() -%}
+    {{ billhouse.to_decimal('0') }}
 {%- endmacro %}

@@ -180,3 +180,113 @@ def test_invoice_html_escapes_and_formats_currency() -> None:
     html = render_invoice_html(make_invoice("JPY", 0), Seller(name="Tokyo KK", address_lines=()))
     assert "API calls &lt;beta&gt;" in html
     assert "¥128,357" in html and "Tokyo KK" in html
+
+
+# -- a complete invoice: tiers, coupons, taxes per rate, credits, due date, payment ------
+
+import os  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from invoicing.ledger import AppliedCouponLine, AppliedTaxLine, CreditNoteCreditLine  # noqa: E402
+
+EXAMPLE_PNG_ENV = "BILLHOUSE_WRITE_EXAMPLE_PNG"  # set to a path to (re)write docs/invoice-example.png
+
+TIERS = [  # as the rating engine's details carry them: strings of exact decimals, major units
+    {"from_value": "0", "to_value": "100", "units": "100", "per_unit_amount": "0", "rate": None,
+     "flat_amount": "0", "amount": "0"},
+    {"from_value": "101", "to_value": "1000", "units": "900", "per_unit_amount": "0.02", "rate": None,
+     "flat_amount": "5", "amount": "23"},
+    {"from_value": "1001", "to_value": None, "units": "234", "per_unit_amount": "0.01", "rate": None,
+     "flat_amount": "0", "amount": "2.34"},
+    {"from_value": "5001", "to_value": None, "units": "0", "per_unit_amount": "0.005", "rate": None,
+     "flat_amount": "0", "amount": "0"},  # not reached: not printed
+]
+
+
+def make_full_invoice(currency: str = "EUR", exponent: int = 2) -> FinalizedInvoice:
+    """Hand-computed: 4900 + 2534 (graduated: 0 + 23 + 2.34) = 7434; coupon 1000 pro rata
+    (659.13 / 340.87) -> 6434; VAT 20 % on 4240.87 = 848.17, VAT 10 % on 2193.13 = 219.31
+    -> 1067.49 -> 1067; 7501 incl. tax; credit note -1500; 12.5 credits x €1 = -1250;
+    amount due 4751."""
+    base = make_invoice(currency, exponent)
+    plan, api = base.fees
+    graduated = replace(api, invoice_display_name="API calls", charge_model="graduated", units=Decimal(1234),
+                        unit_amount=Decimal("0.00205348"), precise_amount=Decimal("25.34"), amount_cents=2534,
+                        details={"tiers": TIERS})
+    return replace(
+        base, fees=(plan, graduated), sub_total_cents=7434, coupons_cents=1000, taxes_cents=1067,
+        credit_notes_cents=1500, prepaid_credits_cents=1250, prepaid_credits=Decimal("12.5"), total_cents=4751,
+        due_date=date(2025, 5, 1), payment_status="succeeded",
+        applied_coupons=(AppliedCouponLine("welcome", "Welcome offer", 1000),),
+        applied_taxes=(AppliedTaxLine("vat_20", "VAT", Decimal(20), 4241, 848),
+                       AppliedTaxLine("vat_10", "Reduced VAT", Decimal(10), 2193, 219)),
+        credit_note_credits=(CreditNoteCreditLine("BH-000041-CN001", 1500),),
+    )
+
+
+ORGANIZATION = {  # Lago's organization fields, as a catalog's `organization:` section holds them
+    "name": "Acme", "legal_name": "Acme Cloud SAS", "address_line1": "12 rue de la Paix", "zipcode": "75002",
+    "city": "Paris", "country": "France", "email": "billing@acme.example",
+    "tax_identification_number": "FR12345678901", "payment_instructions": "IBAN FR76 3000 6000 0112 3456 7890 189",
+}
+
+
+def test_complete_invoice_pdf_shows_every_part(tmp_path: Path) -> None:
+    invoice = make_full_invoice()
+    seller = Seller.from_organization(ORGANIZATION)
+    assert seller.address_lines == ("12 rue de la Paix", "75002 Paris", "France")
+    path = render_invoice_pdf(invoice, seller, tmp_path)
+    text = pdf_text(path, invoice, seller)
+    for expected in (
+        "Acme Cloud SAS", "75002 Paris", "FR12345678901", "IBAN FR76",  # seller
+        "Globex Corporation", "cust-1",  # buyer
+        "BH-000042", "Issue date 1 April 2025", "Due date 1 May 2025", "1 March 2025 – 31 March 2025",
+        "Paid",  # payment status
+        "Tier 2: 101 – 1,000 · flat €5.00", "900", "€0.02", "€23.00", "Tier 3: 1,001 and above", "€2.34",
+        "Subtotal €74.34", "Coupon: Welcome offer -€10.00", "Subtotal excl. tax €64.34",
+        "VAT (20 % of €42.41) €8.48", "Reduced VAT (10 % of €21.93) €2.19", "Total incl. tax €75.01",
+        "Credit note BH-000041-CN001 -€15.00", "Prepaid credits (12.5 credits) -€12.50", "Amount due €47.51",
+    ):
+        assert expected in text, expected
+    assert "Tier 4" not in text  # a tier not reached is not printed
+    assert "Tier 1: 0 – 100" in text  # the free tier is reached (100 units)
+
+
+@pytest.mark.parametrize(
+    ("currency", "exponent", "due", "coupon"),
+    [("JPY", 0, "¥4,751", "-¥1,000"), ("KWD", 3, "4.751 KWD", "-1.000 KWD"), ("USD", 2, "$47.51", "-$10.00")],
+)
+def test_totals_use_the_currency_symbol_and_decimals(currency: str, exponent: int, due: str, coupon: str) -> None:
+    html = render_invoice_html(make_full_invoice(currency, exponent), Seller())
+    assert f"Amount due</th><td class=\"num\">{due}" in html
+    assert coupon in html
+
+
+def test_one_off_and_voided_invoices_say_so() -> None:
+    invoice = replace(make_invoice(), invoice_type="one_off", status="voided", payment_status="failed")
+    html = render_invoice_html(invoice, Seller())
+    assert "Invoice (one-off)" in html and "Voided" in html and "Payment failed" in html
+    assert "Billing period" not in html
+
+
+def render_png(pdf: Path, out: Path, page: int = 1, dpi: int = 110) -> Path:
+    """Render one page of a PDF to PNG with pdftoppm (poppler-utils), for a visual check."""
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", str(dpi), "-f", str(page), "-l", str(page), "-singlefile", str(pdf),
+         str(out.with_suffix(""))],
+        check=True, capture_output=True,
+    )
+    return out.with_suffix(".png")
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) is not installed")
+def test_first_page_renders_to_png(tmp_path: Path) -> None:
+    invoice = make_full_invoice()
+    pdf = render_invoice_pdf(invoice, Seller.from_organization(ORGANIZATION), tmp_path)
+    png = render_png(pdf, tmp_path / "page1.png")
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert abs(height / width - 297 / 210) < 0.01  # one A4 page, portrait
+    if os.environ.get(EXAMPLE_PNG_ENV):
+        shutil.copyfile(png, os.environ[EXAMPLE_PNG_ENV])

@@ -121,8 +121,9 @@ VOL = GRAD
 @pytest.mark.parametrize(
     ("units", "expected"),
     [
-        ("0", "10"),  # zero units: first range, 0x1 + 10
-        ("-3", "10"),  # negative prices as zero
+        ("0", "0"),  # zero units bill nothing, flat included (as Lago)
+        ("-3", "0"),  # negative prices as zero
+        ("0.5", "10.5"),  # any usage reaches the first range: 0.5x1 + 10
         ("100", "110"),  # at to_value: still range 1: 100x1 + 10
         ("101", "55.5"),  # one past: range 2: 101x0.5 + 5
         ("100.5", "55.25"),  # fractional above 100 is range 2: 100.5x0.5 + 5

@@ -1,8 +1,8 @@
-{#- count_agg: the number of (deduplicated) events of the period. -#}
-{% macro count_agg(event_id) -%}
-    {{ return(adapter.dispatch('count_agg', 'billhouse')(event_id)) }}
+{#- count_agg: the number of the period's (deduplicated) events. -#}
+{% macro count_agg(in_period) -%}
+    {{ return(adapter.dispatch('count_agg', 'billhouse')(in_period)) }}
 {%- endmacro %}
 
-{% macro default__count_agg(event_id) -%}
-    {{ billhouse.to_decimal('count(' ~ event_id ~ ')') }}
+{% macro default__count_agg(in_period) -%}
+    {{ billhouse.to_decimal('sum(' ~ in_period ~ ')') }}
 {%- endmacro %}

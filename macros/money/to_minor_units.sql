@@ -13,5 +13,5 @@
 {%- endmacro %}
 
 {% macro clickhouse__to_minor_units(precise_amount, minor_units_per_major) -%}
-    toInt64(round(toDecimal128({{ precise_amount }}, 12) * {{ minor_units_per_major }}, 0))
+    toInt64(round(toDecimal256({{ precise_amount }}, 12) * {{ minor_units_per_major }}, 0))
 {%- endmacro %}

@@ -1,9 +1,9 @@
 {#- Every fee this close issues, with the invoice draft it goes on: one invoice per
     customer, currency and issuing date (semantics.md). The issuing date is the local
     date, in the customer's timezone, of the instant the fee closes. Fees: subscription
-    fees (in arrears or in advance), usage charges of the periods that ended in the
-    window (in arrears), pay-in-advance charges per event, and late-event adjustments
-    for earlier periods. -#}
+    fees (in arrears or in advance), usage charges and minimum true-ups of the periods
+    that ended in the window (in arrears), pay-in-advance charges per event, and
+    late-event adjustments for earlier periods (billing clock, issue 4). -#}
 with subscription_fees as (
     select * from {{ ref('int_subscription_fees_rated') }}
 ),
@@ -12,8 +12,13 @@ charge_fees as (
     select * from {{ ref('int_charge_fees_rated') }}
 ),
 
-periods as (
-    select * from {{ ref('int_billing_periods') }}
+true_ups as (
+    select * from {{ ref('int_charge_minimum_true_ups') }}
+),
+
+-- billing clock (issue 4): what closes in this window, per-event charges, adjustments
+periods_closing as (
+    select subscription_period_key from {{ ref('int_billing_periods') }} where closes_in_window
 ),
 
 per_event_charges as (
@@ -32,6 +37,10 @@ plans as (
     select * from {{ ref('stg_billhouse__plans') }}
 ),
 
+currencies as (
+    select * from {{ ref('currencies') }}
+),
+
 unioned as (
     select
         subscription_fees.fee_key as fee_key,
@@ -46,6 +55,9 @@ unioned as (
         {{ billhouse.null_string() }} as charge_id,
         {{ billhouse.null_string() }} as billable_metric_code,
         {{ billhouse.null_string() }} as charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        0 as is_true_up,
         plans.plan_name as invoice_display_name,
         0 as sort_order,
         subscription_fees.units as units,
@@ -55,33 +67,6 @@ unioned as (
     from subscription_fees
     inner join plans
         on subscription_fees.plan_code = plans.plan_code
-
-    union all
-
-    select
-        charge_fees.fee_key as fee_key,
-        'charge' as fee_kind,
-        charge_fees.external_subscription_id as external_subscription_id,
-        charge_fees.external_customer_id as external_customer_id,
-        charge_fees.plan_code as plan_code,
-        charge_fees.currency as currency,
-        charge_fees.period_start as period_start,
-        charge_fees.period_end as period_end,
-        charge_fees.issuing_date as issuing_date,
-        charge_fees.charge_id as charge_id,
-        charge_fees.billable_metric_code as billable_metric_code,
-        charge_fees.charge_model as charge_model,
-        charge_fees.invoice_display_name as invoice_display_name,
-        1 as sort_order,
-        charge_fees.units as units,
-        charge_fees.unit_amount as unit_amount,
-        charge_fees.precise_amount as precise_amount,
-        charge_fees.amount_cents as amount_cents
-    from charge_fees
-    where charge_fees.subscription_period_key in (
-            select subscription_period_key from periods where closes_in_window
-        )
-        and charge_fees.charge_id not in (select charge_id from per_event_charges)
 
     union all
 
@@ -98,8 +83,68 @@ unioned as (
         charge_id,
         billable_metric_code,
         charge_model,
+        filter_index,
+        group_key,
+        0 as is_true_up,
         invoice_display_name,
+        1 as sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from charge_fees
+    where subscription_period_key in (select subscription_period_key from periods_closing)
+        and charge_id not in (select charge_id from per_event_charges)
+
+    union all
+
+    select
+        true_ups.fee_key as fee_key,
+        'charge' as fee_kind,
+        true_ups.external_subscription_id as external_subscription_id,
+        true_ups.external_customer_id as external_customer_id,
+        true_ups.plan_code as plan_code,
+        true_ups.currency as currency,
+        true_ups.period_start as period_start,
+        true_ups.period_end as period_end,
+        true_ups.issuing_date as issuing_date,
+        true_ups.charge_id as charge_id,
+        true_ups.billable_metric_code as billable_metric_code,
+        true_ups.charge_model as charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        1 as is_true_up,
+        true_ups.invoice_display_name as invoice_display_name,
         2 as sort_order,
+        {{ billhouse.to_decimal('1') }} as units,
+        {{ billhouse.to_decimal('true_ups.amount_cents') }} / currencies.minor_units_per_major as unit_amount,
+        {{ billhouse.to_decimal('true_ups.amount_cents') }} / currencies.minor_units_per_major as precise_amount,
+        true_ups.amount_cents as amount_cents
+    from true_ups
+    inner join currencies
+        on true_ups.currency = currencies.currency
+    where true_ups.subscription_period_key in (select subscription_period_key from periods_closing)
+
+    union all
+
+    select
+        fee_key,
+        'charge' as fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        0 as is_true_up,
+        invoice_display_name,
+        1 as sort_order,
         units,
         unit_amount,
         precise_amount,
@@ -121,6 +166,9 @@ unioned as (
         charge_id,
         billable_metric_code,
         charge_model,
+        filter_index,
+        group_key,
+        0 as is_true_up,
         concat(invoice_display_name, ' (late usage, earlier period)') as invoice_display_name,
         3 as sort_order,
         units,
@@ -148,6 +196,9 @@ final as (
         charge_id,
         billable_metric_code,
         charge_model,
+        filter_index,
+        group_key,
+        is_true_up,
         invoice_display_name,
         sort_order,
         units,

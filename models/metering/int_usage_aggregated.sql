@@ -1,5 +1,10 @@
-{#- Units of every usage charge in every closed period: the charge's billable metric
-    aggregated over the period's deduplicated events. Charges with no events get 0. -#}
+{#-
+    Units of every usage-charge bucket of every closed period: one row per subscription
+    period, charge, filter (-1 = default properties) and group. Every filter of every
+    charge gets a row even without events; a grouped charge without events gets one
+    row with group_key ''. Aggregations are one macro each (macros/aggregations/);
+    rounding_function applies to the aggregated units; a negative aggregate bills 0.
+-#}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
 ),
@@ -8,17 +13,20 @@ charges as (
     select * from {{ ref('stg_billhouse__charges') }}
 ),
 
+prices as (
+    select * from {{ ref('stg_billhouse__charge_prices') }}
+),
+
 metrics as (
     select * from {{ ref('stg_billhouse__billable_metrics') }}
 ),
 
-events as (
-    select * from {{ ref('int_events_deduplicated') }}
+assigned as (
+    select * from {{ ref('int_charge_events_assigned') }}
 ),
 
 period_charges as (
     select
-        concat(periods.subscription_period_key, '/', charges.charge_id) as period_charge_key,
         periods.subscription_period_key as subscription_period_key,
         periods.external_subscription_id as external_subscription_id,
         periods.external_customer_id as external_customer_id,
@@ -29,8 +37,11 @@ period_charges as (
         periods.issuing_date as issuing_date,
         charges.charge_id as charge_id,
         charges.billable_metric_code as billable_metric_code,
+        charges.charge_model as charge_model,
         metrics.aggregation_type as aggregation_type,
-        metrics.field_name as field_name
+        metrics.recurring as recurring,
+        metrics.rounding_function as rounding_function,
+        metrics.rounding_precision as rounding_precision
     from periods
     inner join charges
         on periods.plan_code = charges.plan_code
@@ -38,36 +49,119 @@ period_charges as (
         on charges.billable_metric_code = metrics.billable_metric_code
 ),
 
-period_events as (
+observed_buckets as (
+    select distinct
+        subscription_period_key,
+        charge_id,
+        filter_index,
+        group_key
+    from assigned
+),
+
+empty_buckets as (
     select
-        period_charges.period_charge_key as period_charge_key,
-        period_charges.aggregation_type as aggregation_type,
-        events.transaction_id as transaction_id,
-        {{ billhouse.property_decimal('events.properties', 'period_charges.field_name') }} as field_value
+        period_charges.subscription_period_key as subscription_period_key,
+        period_charges.charge_id as charge_id,
+        prices.filter_index as filter_index,
+        '' as group_key
     from period_charges
-    inner join events
-        on period_charges.external_subscription_id = events.external_subscription_id
-        and period_charges.billable_metric_code = events.billable_metric_code
-    where events.event_at >= period_charges.period_start
-        and events.event_at < period_charges.period_end
+    inner join prices
+        on period_charges.charge_id = prices.charge_id
+    left join (select distinct subscription_period_key, charge_id, filter_index from observed_buckets) as observed
+        on period_charges.subscription_period_key = observed.subscription_period_key
+        and period_charges.charge_id = observed.charge_id
+        and prices.filter_index = observed.filter_index
+    where observed.charge_id is null
+),
+
+buckets as (
+    select * from observed_buckets
+    union all
+    select * from empty_buckets
+),
+
+distinct_values as (
+    {#- one row per bucket and distinct value, for unique_count_agg -#}
+    select
+        subscription_period_key,
+        charge_id,
+        filter_index,
+        group_key,
+        distinct_value,
+        max(case when in_period = 1 and operation_type = 'add' then 1 else 0 end) as added_in_period,
+        {#- active at the start: the last operation before the period was an add -#}
+        max(case when in_period = 0 and is_last_before_start = 1 and operation_type = 'add' then 1 else 0 end)
+            as active_at_start
+    from (
+        select
+            assigned.*,
+            case
+                when in_period = 0
+                    and row_number() over (
+                        partition by subscription_period_key, charge_id, filter_index, group_key, distinct_value, in_period
+                        order by event_at desc, ingested_at desc, transaction_id desc
+                    ) = 1
+                then 1 else 0
+            end as is_last_before_start
+        from assigned
+        where distinct_value is not null
+    ) as ranked
+    group by subscription_period_key, charge_id, filter_index, group_key, distinct_value
+),
+
+unique_counts as (
+    select
+        distinct_values.subscription_period_key as subscription_period_key,
+        distinct_values.charge_id as charge_id,
+        distinct_values.filter_index as filter_index,
+        distinct_values.group_key as group_key,
+        {{ billhouse.unique_count_agg('distinct_values.active_at_start', 'distinct_values.added_in_period', 'period_charges.recurring') }}
+            as unique_count
+    from distinct_values
+    inner join period_charges
+        on distinct_values.subscription_period_key = period_charges.subscription_period_key
+        and distinct_values.charge_id = period_charges.charge_id
+    group by
+        distinct_values.subscription_period_key,
+        distinct_values.charge_id,
+        distinct_values.filter_index,
+        distinct_values.group_key
+),
+
+event_aggregates as (
+    select
+        assigned.subscription_period_key as subscription_period_key,
+        assigned.charge_id as charge_id,
+        assigned.filter_index as filter_index,
+        assigned.group_key as group_key,
+        sum(assigned.in_period) as event_count,
+        {{ billhouse.count_agg('assigned.in_period') }} as count_units,
+        {{ billhouse.sum_agg('assigned.event_value', 'assigned.in_period', 'period_charges.recurring') }} as sum_units,
+        {{ billhouse.max_agg('assigned.event_value', 'assigned.in_period') }} as max_units,
+        {{ billhouse.latest_agg('assigned.event_value', 'assigned.in_period', 'assigned.event_at', 'assigned.ingested_at', 'assigned.transaction_id') }}
+            as latest_units,
+        {{ billhouse.weighted_sum_agg(
+            'assigned.event_value', 'assigned.in_period', 'period_charges.recurring',
+            'assigned.event_at', 'period_charges.period_start', 'period_charges.period_end'
+        ) }} as weighted_sum_units,
+        {{ billhouse.custom_agg('assigned.event_value', 'assigned.in_period', 'period_charges.recurring') }} as custom_units
+    from assigned
+    inner join period_charges
+        on assigned.subscription_period_key = period_charges.subscription_period_key
+        and assigned.charge_id = period_charges.charge_id
+    group by
+        assigned.subscription_period_key,
+        assigned.charge_id,
+        assigned.filter_index,
+        assigned.group_key
 ),
 
 aggregated as (
     select
-        period_charge_key,
-        count(transaction_id) as event_count,
-        case min(aggregation_type)
-            when 'count_agg' then {{ billhouse.count_agg('transaction_id') }}
-            when 'sum_agg' then {{ billhouse.sum_agg('field_value') }}
-        end as aggregated_units
-    from period_events
-    group by period_charge_key
-),
-
-final as (
-    select
-        period_charges.period_charge_key as period_charge_key,
-        period_charges.subscription_period_key as subscription_period_key,
+        buckets.subscription_period_key as subscription_period_key,
+        buckets.charge_id as charge_id,
+        buckets.filter_index as filter_index,
+        buckets.group_key as group_key,
         period_charges.external_subscription_id as external_subscription_id,
         period_charges.external_customer_id as external_customer_id,
         period_charges.plan_code as plan_code,
@@ -75,18 +169,74 @@ final as (
         period_charges.period_start as period_start,
         period_charges.period_end as period_end,
         period_charges.issuing_date as issuing_date,
-        period_charges.charge_id as charge_id,
         period_charges.billable_metric_code as billable_metric_code,
+        period_charges.charge_model as charge_model,
         period_charges.aggregation_type as aggregation_type,
-        coalesce(aggregated.event_count, 0) as event_count,
+        period_charges.rounding_function as rounding_function,
+        period_charges.rounding_precision as rounding_precision,
+        coalesce(event_aggregates.event_count, 0) as event_count,
+        case period_charges.aggregation_type
+            when 'count_agg' then event_aggregates.count_units
+            when 'sum_agg' then event_aggregates.sum_units
+            when 'max_agg' then event_aggregates.max_units
+            when 'latest_agg' then event_aggregates.latest_units
+            when 'unique_count_agg' then unique_counts.unique_count
+            when 'weighted_sum_agg' then event_aggregates.weighted_sum_units
+            when 'custom_agg' then event_aggregates.custom_units
+        end as aggregated_units
+    from buckets
+    inner join period_charges
+        on buckets.subscription_period_key = period_charges.subscription_period_key
+        and buckets.charge_id = period_charges.charge_id
+    left join event_aggregates
+        on buckets.subscription_period_key = event_aggregates.subscription_period_key
+        and buckets.charge_id = event_aggregates.charge_id
+        and buckets.filter_index = event_aggregates.filter_index
+        and buckets.group_key = event_aggregates.group_key
+    left join unique_counts
+        on buckets.subscription_period_key = unique_counts.subscription_period_key
+        and buckets.charge_id = unique_counts.charge_id
+        and buckets.filter_index = unique_counts.filter_index
+        and buckets.group_key = unique_counts.group_key
+),
+
+rounded as (
+    select
+        aggregated.*,
+        {{ billhouse.to_decimal(billhouse.apply_rounding(
+            billhouse.to_decimal('coalesce(aggregated_units, 0)'), 'rounding_function', 'rounding_precision'
+        )) }} as rounded_units
+    from aggregated
+),
+
+final as (
+    select
+        concat(
+            subscription_period_key, '/', charge_id, '#', cast(filter_index as {{ dbt.type_string() }}),
+            case when group_key = '' then '' else concat('/', group_key) end
+        ) as bucket_key,
+        subscription_period_key,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        filter_index,
+        concat(charge_id, '#', cast(filter_index as {{ dbt.type_string() }})) as charge_price_id,
+        group_key,
+        billable_metric_code,
+        charge_model,
+        aggregation_type,
+        event_count,
         -- a negative aggregate bills nothing (semantics.md)
         case
-            when coalesce(aggregated.aggregated_units, 0) < 0 then {{ billhouse.to_decimal('0') }}
-            else {{ billhouse.to_decimal('coalesce(aggregated.aggregated_units, 0)') }}
+            when rounded_units < 0 then {{ billhouse.to_decimal('0') }}
+            else rounded_units
         end as units
-    from period_charges
-    left join aggregated
-        on period_charges.period_charge_key = aggregated.period_charge_key
+    from rounded
 )
 
 select * from final

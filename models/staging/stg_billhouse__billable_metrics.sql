@@ -11,7 +11,9 @@ renamed as (
         recurring,
         expression,
         rounding_function,
-        rounding_precision
+        rounding_precision,
+        expression_clickhouse,
+        expression_postgres
     from source
 )
 

@@ -13,15 +13,8 @@ renamed as (
         pay_in_advance,
         prorated,
         min_amount_cents,
-        amount,
-        package_size,
-        free_units,
-        rate,
-        fixed_amount,
-        free_units_per_events,
-        free_units_per_total_aggregation,
-        per_transaction_min_amount,
-        per_transaction_max_amount
+        grouped_by,
+        filter_count
     from source
 )
 

@@ -223,10 +223,15 @@ def graduated_percentage(
 
 
 def volume(units: Number, ranges: Sequence[Mapping[str, Any]]) -> Decimal:
-    """All units at the price of the one range containing them, + its flat_amount."""
+    """All units at the price of the one range containing them, + its flat_amount.
+
+    Zero units bill nothing, flat amount included (as Lago does).
+    """
     with localcontext() as ctx:
         ctx.prec = _PREC
         u = _units(units)
+        if u == 0:
+            return Decimal(0)
         for t in normalize_ranges(ranges):
             if t.contains(u):
                 return u * t.per_unit_amount + t.flat_amount

@@ -1,0 +1,32 @@
+{#- custom_agg: the sum over the period's events of the metric's validated SQL
+    expression (compiled per warehouse at catalog load; see billhouse/custom_expression.py). -#}
+{% macro custom_agg(value, in_period, recurring) -%}
+    {{ return(adapter.dispatch('custom_agg', 'billhouse')(value, in_period, recurring)) }}
+{%- endmacro %}
+
+{% macro default__custom_agg(value, in_period, recurring) -%}
+    {{ billhouse.sum_agg(value, in_period, recurring) }}
+{%- endmacro %}
+
+
+{#- The compiled custom_agg expressions, as one CASE over the metric code (compile time). -#}
+{% macro custom_expression_case(metric_code_column) -%}
+    {%- set column = 'expression_postgres' if target.type == 'postgres' else 'expression_clickhouse' -%}
+    {%- if execute -%}
+        {%- set rows = run_query(
+            "select code, " ~ column ~ " from " ~ source('billhouse', 'billable_metrics')
+            ~ " where aggregation_type = 'custom_agg' order by code"
+        ).rows -%}
+    {%- else -%}
+        {%- set rows = [] -%}
+    {%- endif -%}
+    {%- if rows | length == 0 -%}
+        cast(null as {{ billhouse.nullable_decimal_type() }})
+    {%- else -%}
+        case {{ metric_code_column }}
+        {%- for row in rows %}
+            when '{{ row[0] | replace("'", "''") }}' then cast(({{ row[1] }}) as {{ billhouse.nullable_decimal_type() }})
+        {%- endfor %}
+        end
+    {%- endif -%}
+{%- endmacro %}
