@@ -26,6 +26,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+
 from billhouse.catalog import load_catalog, parse_instant
 from billhouse.errors import BillhouseError, CatalogError, EventError
 from billhouse.settings import Settings
@@ -68,12 +70,20 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "load":
         from billhouse.close import load_inputs
 
+        from billhouse.commercial_terms import apply_commercial_terms, parse_commercial_terms
+        from billhouse.ledger_connection import ledger
+        from invoicing.migrations import migrate
+
         catalog = load_catalog(args.catalog)
+        terms = parse_commercial_terms(yaml.safe_load(args.catalog.read_text()) or {}, source=str(args.catalog))
         events = json.loads(args.events.read_text()) if args.events else []
         count = load_inputs(settings, catalog, events)
+        with ledger(settings) as conn:  # taxes, coupons, wallets, payment terms
+            migrate(conn)
+            apply_commercial_terms(conn, terms)
         print(f"loaded {args.catalog} and {count} events into {settings.data_dir}")
     elif args.command == "close":
-        from billhouse.close import close
+        from billhouse.close import close, collection_summary
         from billhouse.summary import print_invoices
 
         try:
@@ -83,6 +93,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         report = close(settings, as_of)
         print(f"dbt: {report.dbt_summary}")
         print_invoices(report.invoices, report.pdfs)
+        for line in collection_summary(report):  # issue 6: payments and webhooks of the close
+            print(line)
     elif args.command == "simulate":
         from billhouse.simulate import invoices_as_json, invoices_as_text, read_scenario, simulate
 

@@ -5,7 +5,9 @@ Steps, each owning its engine only while it runs (chDB admits one process per st
 2. the drafts are read back;
 3. each draft is finalized into the ledger in its own transaction (idempotent by
    invoice key, gapless numbers);
-4. each invoice without a PDF gets one.
+4. each invoice without a PDF gets one;
+5. (issue 6) payments are collected through Stripe if ``STRIPE_API_KEY`` is set, then
+   the webhook outbox is delivered if endpoints are registered (``collect_and_deliver``).
 
 Running the same close again changes nothing: no new invoice, no new number.
 
@@ -18,6 +20,7 @@ exactly once (see docs/billing-clock.md).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +40,10 @@ from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
 from invoicing.pdf import Seller, render_invoice_pdf
+from invoicing.dunning import PaymentPolicy
+from invoicing.payments import CollectionReport, collect
+from invoicing.stripe_gateway import StripeGateway
+from invoicing.webhooks import DeliveryReport, deliver_webhooks, list_webhook_endpoints
 
 
 @dataclass
@@ -45,6 +52,9 @@ class CloseReport:
     dbt_summary: str
     invoices: list[FinalizedInvoice] = field(default_factory=list)
     pdfs: dict[str, Path] = field(default_factory=dict)  # invoice number -> PDF
+    # issue 6, after finalization: None = not run (no STRIPE_API_KEY / no webhook endpoint)
+    payments: CollectionReport | None = None
+    webhooks: DeliveryReport | None = None
 
     @property
     def created(self) -> list[FinalizedInvoice]:
@@ -126,6 +136,12 @@ def finish_close(
             report.pdfs[invoice.number] = pdf
     with open_warehouse(settings) as warehouse:
         mirror_billed_fees(warehouse, report.invoices)
+    collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
+    # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
+    from billhouse.ledger_sync import refresh_finance
+
+    report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
+    # -- issue 7 (end)
     return report
 
 
@@ -154,3 +170,47 @@ def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- issue 6: collection and webhook delivery after finalization (begin) ----------
+
+
+def collect_and_deliver(settings: Settings, report: CloseReport) -> None:
+    """Charge what is due through Stripe if configured, then deliver the webhook outbox.
+
+    Collection runs only when ``STRIPE_API_KEY`` is set (``STRIPE_API_BASE`` optional,
+    retry schedule from ``BILLHOUSE_RETRY_AFTER_DAYS``); it is a full ``collect`` run
+    over the ledger — this close's invoices and any earlier one still due — and
+    charges each invoice at most once, so re-running a close charges nothing more.
+    Delivery runs when at least one webhook endpoint is registered, after collection,
+    so the ``invoice.payment_*`` events of this close go out with the invoice events.
+    A Stripe outage is recorded per invoice in ``report.payments.errors`` (retried by
+    the next run), it does not undo the close.
+    """
+    gateway = StripeGateway.from_env() if os.environ.get("STRIPE_API_KEY") else None
+    with ledger(settings) as conn:
+        if gateway is not None:
+            report.payments = collect(conn, gateway, policy=PaymentPolicy.from_env())
+        if list_webhook_endpoints(conn):
+            report.webhooks = deliver_webhooks(conn)
+
+
+def collection_summary(report: CloseReport) -> list[str]:
+    """One line each for the payments and the webhooks of a close, when they ran."""
+    lines = []
+    if report.payments is not None:
+        payments = report.payments
+        lines.append(
+            f"payments: paid {len(payments.succeeded)}, failed {len(payments.failed)},"
+            f" newly overdue {len(payments.overdue)}, Stripe errors {len(payments.errors)}"
+        )
+    if report.webhooks is not None:
+        webhooks = report.webhooks
+        lines.append(
+            f"webhooks: delivered {len(webhooks.delivered)}, retrying {len(webhooks.retrying)},"
+            f" gave up {len(webhooks.failed)}"
+        )
+    return lines
+
+
+# -- issue 6 (end) ------------------------------------------------------------------

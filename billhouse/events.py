@@ -98,7 +98,7 @@ def _timestamp(index: int, value: Any) -> datetime:
         except (ValueError, OverflowError) as exc:
             raise EventError(index, "timestamp", f"{exc} (use ISO 8601 or Unix seconds)") from exc
     if not EARLIEST_TIMESTAMP <= moment <= LATEST_TIMESTAMP:
-        raise EventError(index, "timestamp", f"{moment.isoformat()} is outside 1900-01-01..2299-12-31")
+        raise EventError(index, "timestamp", f"{moment.isoformat()} is not between 1900-01-01 and 2299-12-31")
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 

@@ -22,11 +22,13 @@ import yaml
 
 from billhouse.catalog import parse_catalog, parse_instant
 from billhouse.close import close, load_inputs
+from billhouse.commercial_terms import parse_commercial_terms
 from billhouse.errors import CatalogError
 from billhouse.ledger_connection import stop_ledger
 from billhouse.settings import Settings
 from invoicing.ledger import FinalizedInvoice
-from invoicing.money import format_minor_units
+from invoicing.money import format_amount, format_minor_units
+from invoicing.pdf import Seller
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,13 @@ def read_scenario(path: str | Path) -> Scenario:
 def simulate(scenario: Scenario) -> list[FinalizedInvoice]:
     """Run the scenario through the real pipeline on a throwaway data directory."""
     catalog = parse_catalog(scenario.document, source=scenario.source)
+    terms = parse_commercial_terms(scenario.document, source=scenario.source)
     data_dir = Path(tempfile.mkdtemp(prefix="billhouse-simulate-"))
     settings = Settings(data_dir=data_dir)
     try:
         load_inputs(settings, catalog, scenario.events)
-        return close(settings, scenario.as_of).invoices
+        seller = Seller.from_organization(catalog.organization) if catalog.organization else None
+        return close(settings, scenario.as_of, seller, terms=terms).invoices
     finally:
         stop_ledger(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -147,10 +151,15 @@ def invoices_as_text(invoices: list[FinalizedInvoice]) -> str:
                 if Decimal(tier["units"]) == 0 and Decimal(tier["amount"]) == 0:
                     continue
                 upper = tier["to_value"] or "∞"
-                price = tier["per_unit_amount"] if tier["per_unit_amount"] is not None else f"{tier['rate']}%"
+                if tier["per_unit_amount"] is not None:
+                    price = f"× {format_amount(Decimal(tier['per_unit_amount']), invoice.currency)}"
+                else:
+                    price = f"× {tier['rate']}%"
+                if Decimal(tier["flat_amount"]):
+                    price += f" + {format_amount(Decimal(tier['flat_amount']), invoice.currency)}"
                 rows.append(
-                    ("", f"  {tier['from_value']}–{upper} @ {price} + {tier['flat_amount']}", "",
-                     tier["units"], tier["amount"])
+                    ("", f"  {tier['from_value']}–{upper}  {price}", "",
+                     tier["units"], format_amount(Decimal(tier["amount"]), invoice.currency))
                 )
         widths = [max(len(r[i]) for r in rows) for i in range(5)] if rows else [0] * 5
         for row in rows:

@@ -5,6 +5,7 @@
     GET  /health                 200 while the landing writer works, else 503
     GET  /metrics                Prometheus text
     GET  /openapi.json           the OpenAPI document (ingestion/openapi.json)
+    GET  /api/v1/analytics/...   gross_revenue, mrr, overdue_balance, invoiced_usage (reporting.py)
 
 A POST is checked in this order, and a refused request writes nothing: bearer key
 (401, before the body is read), declared or actual body size (413, reading stops at
@@ -36,6 +37,7 @@ from ingestion.dedup import DuplicateIndex
 from ingestion.errors import LandingError
 from ingestion.landing import LandingWriter
 from ingestion.metrics import IngestMetrics
+from ingestion.reporting import reporting_routes
 from ingestion.segments import encode_frame
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -83,6 +85,8 @@ class IngestionApp:
             (b"GET", "/metrics"): self._metrics,
             (b"GET", "/openapi.json"): self._openapi,
         }
+        # issue 7: Lago's analytics endpoints, from the snapshot the close exports (ingestion/reporting.py)
+        self._routes.update(reporting_routes(config.landing_dir.parent, self._authorize))
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":

@@ -14,7 +14,8 @@ credit-note credits). Limits, checked under a lock on the invoice:
 
 A request above a limit is refused with ``CreditNoteExceedsRemainingError`` naming the
 invoice and the amount that remains. Numbers are ``<invoice number>-CN<nnn>``,
-gapless per invoice. ``create_credit_note`` is idempotent by ``idempotency_key``.
+gapless per invoice. ``create_credit_note`` is idempotent by ``idempotency_key`` and
+enqueues ``credit_note.created`` (webhook outbox) in the transaction that issues it.
 The tax part of a credit note is the invoice's tax share of its total, rounded half-up.
 """
 
@@ -38,12 +39,14 @@ from invoicing.errors import (
     InvoiceStateError,
 )
 from invoicing.money import format_minor_units, round_half_up
+from invoicing.outbox import enqueue_event
 
 __all__ = [
     "REASONS",
     "CreditNote",
     "CreditableAmounts",
     "create_credit_note",
+    "credit_note_payload",
     "creditable_amounts",
     "list_credit_notes",
     "lock_credit_note_credits",
@@ -165,7 +168,35 @@ def create_credit_note(
                 "pending" if refund_amount_cents else None,
             ),
         )
-        return _load(conn, "n.idempotency_key = %s", (idempotency_key,))[0]
+        note = _load(conn, "n.idempotency_key = %s", (idempotency_key,))[0]
+        enqueue_event(
+            conn, "credit_note.created", {"credit_note": credit_note_payload(note)}, note.id,
+            idempotency_key=f"credit_note.created:{note.id}",
+        )
+        return note
+
+
+def credit_note_payload(note: CreditNote) -> dict[str, Any]:
+    """The ``credit_note`` object of a ``credit_note.created`` event (Lago's field names)."""
+    return {
+        "lago_id": str(note.id),
+        "number": note.number,
+        "sequential_id": note.sequential_id,
+        "lago_invoice_id": str(note.invoice_id),
+        "invoice_number": note.invoice_number,
+        "external_customer_id": note.external_customer_id,
+        "currency": note.currency,
+        "reason": note.reason,
+        "description": note.description,
+        "status": note.status,
+        "refund_status": note.refund_status,
+        "total_amount_cents": note.total_amount_cents,
+        "taxes_amount_cents": note.taxes_amount_cents,
+        "refund_amount_cents": note.refund_amount_cents,
+        "credit_amount_cents": note.credit_amount_cents,
+        "balance_amount_cents": note.balance_amount_cents,
+        "created_at": note.created_at.isoformat(),
+    }
 
 
 def creditable_amounts(conn: psycopg.Connection, invoice_id: UUID) -> CreditableAmounts:

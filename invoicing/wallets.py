@@ -6,7 +6,8 @@ paid and/or granted credits; finalization consumes credits on the invoice after
 coupons, taxes and credit-note credits, never more money than the wallet holds and
 never below zero. Every movement is a ``wallet_transactions`` row carrying the
 balance after it (the balance history), written in the same transaction as the
-balance; each has an idempotency key, so a retried top-up adds nothing.
+balance; each has an idempotency key, so a retried top-up adds nothing. The movement that
+empties a wallet enqueues ``wallet.depleted`` (webhook outbox) in its transaction.
 
 Paid credits are recorded as settled when topped up: collecting their payment (an
 invoice for the purchase) is not part of this module.
@@ -26,6 +27,7 @@ from psycopg.rows import dict_row
 from invoicing.contents import WalletBalance, WalletUse
 from invoicing.errors import CommercialTermsError, IdempotencyConflictError
 from invoicing.money import currency_exponent, round_half_up
+from invoicing.outbox import enqueue_event
 
 __all__ = [
     "Wallet",
@@ -35,6 +37,7 @@ __all__ = [
     "lock_wallet_balance",
     "record_wallet_use",
     "top_up_wallet",
+    "wallet_payload",
     "wallet_transactions",
 ]
 
@@ -171,17 +174,65 @@ def lock_wallet_balance(conn: psycopg.Connection, external_customer_id: str) -> 
 
 
 def record_wallet_use(conn: psycopg.Connection, invoice_id: UUID, use: WalletUse) -> None:
-    """Consume the credits an invoice took (wallet locked by ``lock_wallet_balance``)."""
+    """Consume the credits an invoice took (wallet locked by ``lock_wallet_balance``).
+
+    A use that leaves the balance at zero enqueues ``wallet.depleted`` in the same
+    transaction, keyed by the wallet transaction (once per emptying movement).
+    """
     conn.execute(
         "UPDATE wallets SET credits_balance = credits_balance - %s,"
         " consumed_credits = consumed_credits + %s, updated_at = now() WHERE id = %s",
         (use.credits, use.credits, use.wallet_id),
     )
-    conn.execute(
+    row = conn.execute(
         "INSERT INTO wallet_transactions (wallet_id, idempotency_key, transaction_type, source,"
         " credits, amount_cents, balance_after, invoice_id)"
-        " VALUES (%s, %s, 'outbound', 'invoice', %s, %s, %s, %s)",
+        " VALUES (%s, %s, 'outbound', 'invoice', %s, %s, %s, %s) RETURNING id",
         (use.wallet_id, f"invoice/{invoice_id}", use.credits, use.amount_cents, use.balance_after, invoice_id),
+    ).fetchone()
+    assert row is not None
+    if use.balance_after <= 0:
+        _enqueue_wallet_depleted(conn, use.wallet_id, row[0])
+
+
+def wallet_payload(wallet: Wallet) -> dict[str, Any]:
+    """The ``wallet`` object of a ``wallet.*`` event (Lago's field names)."""
+    return {
+        "lago_id": str(wallet.id),
+        "external_customer_id": wallet.external_customer_id,
+        "name": wallet.name,
+        "currency": wallet.currency,
+        "status": wallet.status,
+        "rate_amount": wallet.rate_amount,
+        "credits_balance": wallet.credits_balance,
+        "balance_cents": round_half_up(wallet.balance_cents),
+        "consumed_credits": wallet.consumed_credits,
+    }
+
+
+def _enqueue_wallet_depleted(conn: psycopg.Connection, wallet_id: UUID, transaction_id: UUID) -> None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE id = %s", (wallet_id,)).fetchone()
+    assert row is not None
+    movement = _transactions(conn, "t.id = %s", (transaction_id,))[0]
+    enqueue_event(
+        conn,
+        "wallet.depleted",
+        {
+            "wallet": wallet_payload(_wallet(row)),
+            "wallet_transaction": {
+                "lago_id": str(movement.id),
+                "transaction_type": movement.transaction_type,
+                "source": movement.source,
+                "credits": movement.credits,
+                "amount_cents": movement.amount_cents,
+                "balance_after": movement.balance_after,
+                "lago_invoice_id": str(movement.invoice_id) if movement.invoice_id else None,
+                "created_at": movement.created_at,
+            },
+        },
+        wallet_id,
+        idempotency_key=f"wallet.depleted:{transaction_id}",
     )
 
 

@@ -211,7 +211,7 @@ def make_full_invoice(currency: str = "EUR", exponent: int = 2) -> FinalizedInvo
     base = make_invoice(currency, exponent)
     plan, api = base.fees
     graduated = replace(api, invoice_display_name="API calls", charge_model="graduated", units=Decimal(1234),
-                        unit_amount=Decimal("0.00205348"), precise_amount=Decimal("25.34"), amount_cents=2534,
+                        unit_amount=Decimal("0.02053485"), precise_amount=Decimal("25.34"), amount_cents=2534,
                         details={"tiers": TIERS})
     return replace(
         base, fees=(plan, graduated), sub_total_cents=7434, coupons_cents=1000, taxes_cents=1067,
@@ -233,6 +233,9 @@ ORGANIZATION = {  # Lago's organization fields, as a catalog's `organization:` s
 
 def test_complete_invoice_pdf_shows_every_part(tmp_path: Path) -> None:
     invoice = make_full_invoice()
+    # the average unit price printed times the quantity gives the amount (25.34 / 1234)
+    graduated = invoice.fees[1]
+    assert (graduated.unit_amount * graduated.units).quantize(Decimal("0.01")) == graduated.precise_amount
     seller = Seller.from_organization(ORGANIZATION)
     assert seller.address_lines == ("12 rue de la Paix", "75002 Paris", "France")
     path = render_invoice_pdf(invoice, seller, tmp_path)
@@ -242,7 +245,7 @@ def test_complete_invoice_pdf_shows_every_part(tmp_path: Path) -> None:
         "Globex Corporation", "cust-1",  # buyer
         "BH-000042", "Issue date 1 April 2025", "Due date 1 May 2025", "1 March 2025 – 31 March 2025",
         "Paid",  # payment status
-        "Tier 2: 101 – 1,000 · flat €5.00", "900", "€0.02", "€23.00", "Tier 3: 1,001 and above", "€2.34",
+        "€0.02053485", "Tier 2: 101 – 1,000 · flat €5.00", "900", "€0.02", "€23.00", "Tier 3: 1,001 and above", "€2.34",
         "Subtotal €74.34", "Coupon: Welcome offer -€10.00", "Subtotal excl. tax €64.34",
         "VAT (20 % of €42.41) €8.48", "Reduced VAT (10 % of €21.93) €2.19", "Total incl. tax €75.01",
         "Credit note BH-000041-CN001 -€15.00", "Prepaid credits (12.5 credits) -€12.50", "Amount due €47.51",

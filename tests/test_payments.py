@@ -11,13 +11,10 @@ collector subprocess at a named point (``BILLHOUSE_CRASH_AT``).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +46,8 @@ from invoicing.payments import (
 )
 from invoicing.stripe_gateway import ATTEMPT_METADATA_KEY, StripeGateway
 
+from .loopback_servers import StripeCharge, free_port, localstripe_charges, run_localstripe
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 GOOD_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000341"  # attaches, then every charge is declined
@@ -61,46 +60,10 @@ DAY = timedelta(days=1)
 # -- servers ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# localstripe's own entry point listens on every interface and pickles its store to a
-# fixed /tmp file; this runs the same app on loopback only, in memory.
-_LOCALSTRIPE = """
-import sys
-from aiohttp import web
-from localstripe import resources, server
-resources.Store.dump_to_disk = lambda self: None
-web.run_app(server.app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
-"""
-
-
 @pytest.fixture(scope="module")
 def stripe_base() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-c", _LOCALSTRIPE, str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/v1/customers", auth=(API_KEY, ""), timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"localstripe did not start: {process.stderr.read()!r}")
-                time.sleep(0.1)
+    with run_localstripe(API_KEY) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -186,23 +149,8 @@ def customer_with_card(conn: psycopg.Connection, gateway: StripeGateway, custome
     return set_up_stripe_customer(conn, gateway, customer, name=customer, payment_method_id=method).stripe_customer_id
 
 
-@dataclass(frozen=True)
-class StripeCharge:
-    id: str
-    status: str
-    amount: int
-    currency: str
-    payment_intent: str
-
-
 def stripe_charges(base: str, stripe_customer_id: str) -> list[StripeCharge]:
-    """The customer's charges as localstripe lists them over HTTP (oldest first)."""
-    response = httpx.get(
-        f"{base}/v1/charges", params={"customer": stripe_customer_id, "limit": 100}, auth=(API_KEY, "")
-    )
-    response.raise_for_status()
-    rows = sorted(response.json()["data"], key=lambda c: (c["created"], c["id"]))
-    return [StripeCharge(c["id"], c["status"], c["amount"], c["currency"], c["payment_intent"]) for c in rows]
+    return localstripe_charges(base, stripe_customer_id, API_KEY)
 
 
 def stripe_payment_intent(base: str, payment_intent_id: str) -> dict:

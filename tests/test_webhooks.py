@@ -8,13 +8,10 @@ ledger (one server per module, a fresh database per test). Time is passed to
 from __future__ import annotations
 
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -22,11 +19,14 @@ from psycopg import sql
 
 from billhouse.ledger_connection import ledger_url, stop_ledger
 from billhouse.settings import Settings
+from invoicing.credit_notes import create_credit_note
 from invoicing.drafts import DraftFee, InvoiceDraft
+from invoicing.errors import CreditNoteExceedsRemainingError
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedInvoice
 from invoicing.migrations import migrate
 from invoicing.outbox import UnknownEventTypeError, enqueue_event
+from invoicing.wallets import create_wallet, top_up_wallet
 from invoicing.webhooks import (
     SIGNATURE_HEADER,
     InvalidSignatureError,
@@ -39,56 +39,18 @@ from invoicing.webhooks import (
     verify_signature,
 )
 
+from .loopback_servers import Received, Receiver, run_webhook_receiver
+
 SECRET = "whsec_test_0123456789abcdef"
 
 
 # -- receiver ---------------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """Answers 500 to the first ``failures`` requests of each event id, then 200."""
-
-    failures: int = 2
-    requests: list[Received] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def answer(self, headers: dict[str, str], body: bytes) -> int:
-        with self.lock:
-            self.requests.append(Received(headers, body))
-            seen = sum(1 for r in self.requests if r.headers["billhouse-event-id"] == headers["billhouse-event-id"])
-        return 500 if seen <= self.failures else 200
-
-
 @pytest.fixture
 def receiver() -> Iterator[tuple[Receiver, str]]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status = state.answer({k.lower(): v for k, v in self.headers.items()}, body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with run_webhook_receiver() as running:
+        yield running
 
 
 # -- ledger -----------------------------------------------------------------------
@@ -116,10 +78,10 @@ def conn(server_settings: Settings, request: pytest.FixtureRequest) -> Iterator[
         yield conn
 
 
-def issue(conn: psycopg.Connection, customer: str, cents: int) -> FinalizedInvoice:
+def issue(conn: psycopg.Connection, customer: str, cents: int, key: str | None = None) -> FinalizedInvoice:
     period = (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 4, 1, tzinfo=UTC))
     fee = DraftFee(
-        fee_key=f"{customer}/fee",
+        fee_key=f"{key or customer}/fee",
         kind="charge",
         external_subscription_id=f"sub-{customer}",
         plan_code="startup",
@@ -134,7 +96,7 @@ def issue(conn: psycopg.Connection, customer: str, cents: int) -> FinalizedInvoi
         amount_cents=cents,
     )
     draft = InvoiceDraft(
-        invoice_key=f"{customer}/EUR/2025-04-01",
+        invoice_key=key or f"{customer}/EUR/2025-04-01",
         external_customer_id=customer,
         customer_name=customer.title(),
         currency="EUR",
@@ -225,6 +187,65 @@ def test_each_event_is_delivered_signed_under_one_id_through_two_failures(
     assert invoice_event["data"]["invoice"]["total_cents"] == 1234
     wallet_event = json.loads(by_id[wallet][0].body)
     assert wallet_event["data"] == {"wallet": {"balance": "0.00"}}  # Decimal travels as text
+
+
+def test_a_credit_note_and_the_invoice_that_empties_a_wallet_send_their_events_once(
+    conn: psycopg.Connection, receiver: tuple[Receiver, str]
+) -> None:
+    state, url = receiver
+    state.failures = 1  # every event is refused once, then accepted
+    endpoint = add_webhook_endpoint(conn, url, secret=SECRET)
+    # wallet of 20 credits at 1 EUR: a 12.34 invoice leaves 7.66, a 10.00 one empties it
+    create_wallet(conn, "acme", "EUR", rate_amount="1")
+    top_up_wallet(conn, "acme", idempotency_key="acme-topup-1", granted_credits="20")
+    first = issue(conn, "acme", 1234)
+    assert event_types_of(conn) == ["invoice.created", "invoice.finalized"]  # not depleted yet
+    second = issue(conn, "acme", 1000, key="acme/EUR/2025-05-01")
+    assert second.total_cents == 234  # 10.00 due, 7.66 taken from the wallet
+    assert event_types_of(conn)[2:] == ["wallet.depleted", "invoice.created", "invoice.finalized"]
+    third = issue(conn, "acme", 500, key="acme/EUR/2025-06-01")  # empty wallet: nothing taken
+    assert third.total_cents == 500
+    # 3.00 credited on the first invoice; the same request retried issues nothing more
+    note = create_credit_note(conn, first.id, idempotency_key="cn-acme-1", credit_amount_cents=300)
+    assert create_credit_note(conn, first.id, idempotency_key="cn-acme-1", credit_amount_cents=300) == note
+    # a credit note refused for exceeding the remainder enqueues nothing
+    with pytest.raises(CreditNoteExceedsRemainingError):
+        create_credit_note(conn, first.id, idempotency_key="cn-acme-2", credit_amount_cents=1000)
+    assert event_types_of(conn).count("credit_note.created") == 1
+    assert event_types_of(conn).count("wallet.depleted") == 1
+
+    at = datetime.now(UTC)
+    deliver_webhooks(conn, now=at)
+    deliver_webhooks(conn, now=at + timedelta(minutes=1))
+    assert delivery_states(conn) == Counter({("delivered", 2): 8})
+    bodies = {}
+    for request in state.requests:
+        verify_signature(endpoint.secret, request.headers[SIGNATURE_HEADER.lower()], request.body)
+        bodies.setdefault(request.headers["billhouse-event-type"], set()).add(request.body)
+    assert len(bodies["credit_note.created"]) == 1 and len(bodies["wallet.depleted"]) == 1  # same bytes twice
+    (credit_body,) = bodies["credit_note.created"]
+    credit_event = json.loads(credit_body)
+    assert credit_event["object_id"] == str(note.id)
+    assert credit_event["data"]["credit_note"] | {"created_at": None} == {
+        "lago_id": str(note.id), "number": f"{first.number}-CN001", "sequential_id": 1,
+        "lago_invoice_id": str(first.id), "invoice_number": first.number,
+        "external_customer_id": "acme", "currency": "EUR", "reason": "other", "description": None,
+        "status": "finalized", "refund_status": None, "total_amount_cents": 300,
+        "taxes_amount_cents": 0, "refund_amount_cents": 0, "credit_amount_cents": 300,
+        "balance_amount_cents": 300, "created_at": None,
+    }
+    (wallet_body,) = bodies["wallet.depleted"]
+    wallet_event = json.loads(wallet_body)["data"]
+    wallet = wallet_event["wallet"]
+    assert (wallet["external_customer_id"], wallet["currency"], wallet["balance_cents"]) == ("acme", "EUR", 0)
+    assert Decimal(wallet["credits_balance"]) == 0 and Decimal(wallet["consumed_credits"]) == 20
+    movement = wallet_event["wallet_transaction"]
+    assert (movement["amount_cents"], movement["source"], movement["lago_invoice_id"]) == (766, "invoice", str(second.id))
+    assert Decimal(movement["balance_after"]) == 0
+
+
+def event_types_of(conn: psycopg.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT event_type FROM webhook_events ORDER BY position")]
 
 
 def test_an_endpoint_gets_only_the_event_types_it_subscribed_to_from_its_creation(

@@ -1,0 +1,61 @@
+{{ config(tags=['finance']) }}
+{#-
+    Usage per customer, billable metric and UTC day, from the deduplicated events. units
+    applies the metric's aggregation within the day: count_agg counts events; sum_agg
+    and weighted_sum_agg sum the field (no time weighting); max_agg takes the maximum;
+    unique_count_agg counts distinct values; latest_agg takes the day's last value;
+    custom_agg has no per-day units (null). Days add up to a period's units only for
+    count_agg and sum_agg.
+-#}
+with events as (
+    select * from {{ ref('int_events_deduplicated') }}
+),
+
+subscriptions as (
+    select * from {{ ref('stg_billhouse__subscriptions') }}
+),
+
+metrics as (
+    select * from {{ ref('stg_billhouse__billable_metrics') }}
+),
+
+event_values as (
+    select
+        subscriptions.external_customer_id as external_customer_id,
+        events.billable_metric_code as billable_metric_code,
+        metrics.aggregation_type as aggregation_type,
+        {{ billhouse.utc_date('events.event_at') }} as usage_date,
+        {{ billhouse.property_decimal('events.properties', "coalesce(metrics.field_name, '')") }} as field_value,
+        {{ billhouse.property_text('events.properties', "coalesce(metrics.field_name, '')") }} as field_text,
+        row_number() over (
+            partition by subscriptions.external_customer_id, events.billable_metric_code,
+                {{ billhouse.utc_date('events.event_at') }}
+            order by events.event_at desc, events.transaction_id desc
+        ) as recency_rank
+    from events
+    inner join subscriptions
+        on events.external_subscription_id = subscriptions.external_subscription_id
+    inner join metrics
+        on events.billable_metric_code = metrics.billable_metric_code
+),
+
+final as (
+    select
+        external_customer_id,
+        billable_metric_code,
+        usage_date,
+        aggregation_type,
+        count(*) as events_count,
+        case aggregation_type
+            when 'count_agg' then cast(count(*) as {{ billhouse.nullable_decimal_type() }})
+            when 'sum_agg' then cast(coalesce(sum(field_value), 0) as {{ billhouse.nullable_decimal_type() }})
+            when 'weighted_sum_agg' then cast(coalesce(sum(field_value), 0) as {{ billhouse.nullable_decimal_type() }})
+            when 'max_agg' then cast(max(field_value) as {{ billhouse.nullable_decimal_type() }})
+            when 'unique_count_agg' then cast(count(distinct field_text) as {{ billhouse.nullable_decimal_type() }})
+            when 'latest_agg' then cast(max(case when recency_rank = 1 then field_value end) as {{ billhouse.nullable_decimal_type() }})
+        end as units
+    from event_values
+    group by external_customer_id, billable_metric_code, usage_date, aggregation_type
+)
+
+select * from final
