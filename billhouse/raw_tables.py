@@ -32,7 +32,7 @@ def _postgres_type(clickhouse_type: str) -> str:
     elif inner.startswith("DateTime64("):
         mapped = "timestamptz"
     else:
-        mapped = {"String": "text", "Int32": "integer", "Int64": "bigint", "Bool": "boolean"}[inner]
+        mapped = {"String": "text", "Int32": "integer", "Int64": "bigint", "Bool": "boolean", "Date": "date"}[inner]
     return mapped if nullable else f"{mapped} not null"
 
 
