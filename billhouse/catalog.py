@@ -212,9 +212,9 @@ def parse_catalog(document: dict[str, Any], source: str = "<catalog>") -> Catalo
         reader.metric(i, m) for i, m in enumerate(reader.list(document, "billable_metrics", source))
     )
     reader.unique([m.code for m in metrics], "billable_metrics", "code")
-    metric_codes = {m.code for m in metrics}
+    metric_names = {m.code: m.name for m in metrics}
     plans = tuple(
-        reader.plan(i, p, metric_codes) for i, p in enumerate(reader.list(document, "plans", source))
+        reader.plan(i, p, metric_names) for i, p in enumerate(reader.list(document, "plans", source))
     )
     reader.unique([p.code for p in plans], "plans", "code")
     customers = tuple(
@@ -355,7 +355,7 @@ class _Reader:
             expression_postgres=compiled["postgres"],
         )
 
-    def plan(self, index: int, p: Any, metric_codes: set[str]) -> Plan:
+    def plan(self, index: int, p: Any, metric_names: dict[str, str]) -> Plan:
         where = self.where(f"plans[{index}]")
         if not isinstance(p, dict):
             raise CatalogError(where, "(item)", "must be a mapping")
@@ -367,7 +367,7 @@ class _Reader:
         currency = self.text(p, "amount_currency", where)
         commitment = p.get("minimum_commitment")
         charges = tuple(
-            self.charge(code, i, c, metric_codes)
+            self.charge(code, i, c, metric_names)
             for i, c in enumerate(self.list(p, "charges", where))
         )
         return Plan(
@@ -387,13 +387,13 @@ class _Reader:
             charges=charges,
         )
 
-    def charge(self, plan_code: str, index: int, c: Any, metric_codes: set[str]) -> Charge:
+    def charge(self, plan_code: str, index: int, c: Any, metric_names: dict[str, str]) -> Charge:
         where = self.where(f"plan '{plan_code}' charges[{index}]")
         if not isinstance(c, dict):
             raise CatalogError(where, "(item)", "must be a mapping")
         metric_code = self.text(c, "billable_metric_code", where)
         where = self.where(f"plan '{plan_code}' charge[{index}] '{metric_code}'")
-        if metric_code not in metric_codes:
+        if metric_code not in metric_names:
             raise CatalogError(where, "billable_metric_code", f"no billable metric has code {metric_code!r}")
         model = self.choice(c, "charge_model", where, CHARGE_MODELS)
         properties = c.get("properties") or {}
@@ -405,7 +405,8 @@ class _Reader:
         raw_filters = c.get("filters") or []
         if not isinstance(raw_filters, list):
             raise CatalogError(where, "filters", "must be a list")
-        display_name = c.get("invoice_display_name") or metric_code
+        # as in Lago, a charge without a display name shows its metric's name
+        display_name = c.get("invoice_display_name") or metric_names[metric_code]
         return Charge(
             charge_id=f"{plan_code}/{index}",
             plan_code=plan_code,

@@ -13,6 +13,7 @@
     billhouse deliver-webhooks           send due webhook deliveries from the outbox
     billhouse webhook-endpoint URL [--event-type T ...]   register a receiver (prints its secret)
     billhouse stripe-customer ID [--stripe-customer cus_..] [--payment-method pm_..]
+    billhouse report [--out PATH] [--months N]   HTML revenue report from the last close
 
 Errors print as one line naming the field and the reason; the exit code is 2 for bad
 input and 1 for a failed run.
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("ledger-stop", help="stop the embedded PostgreSQL server")
     _add_ingestion_commands(commands)
     _add_payment_commands(commands)
+    _add_report_command(commands)
     args = parser.parse_args(argv)
     settings = Settings.from_env(args.data_dir)
     try:
@@ -119,6 +121,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         _run_ingestion_command(args, settings)
     elif args.command in _PAYMENT_COMMANDS:
         _run_payment_command(args, settings)
+    elif args.command == "report":
+        _run_report_command(args, settings)
     return 0
 
 
@@ -239,6 +243,26 @@ def _run_payment_command(args: argparse.Namespace, settings: Settings) -> None:
                 f"{linked.external_customer_id} -> {linked.stripe_customer_id}"
                 f" (default payment method {linked.default_payment_method_id or 'none'})"
             )
+
+
+# --- finance report (issue 7): report ----------------------------------------------
+
+
+def _add_report_command(commands: argparse._SubParsersAction) -> None:
+    report = commands.add_parser(
+        "report", help="write the HTML revenue report (MRR, revenue by plan, aging) from the last close"
+    )
+    report.add_argument("--out", type=Path, help="output file (default: <data dir>/reporting/revenue-report.html)")
+    report.add_argument("--months", type=int, default=12, help="months shown, up to the close's month")
+
+
+def _run_report_command(args: argparse.Namespace, settings: Settings) -> None:
+    from billhouse.report import write_report
+
+    print(f"wrote {write_report(settings, args.out, months=args.months)}")
+
+
+# --- end finance report ------------------------------------------------------------
 
 
 if __name__ == "__main__":

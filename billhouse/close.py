@@ -93,15 +93,18 @@ def close(
     as_of: datetime,
     seller: Seller | None = None,
     terms: CommercialTerms | None = None,
+    refresh_finance_marts: bool = True,
     *,
     since: datetime | None = None,
     timezone_name: str | None = None,
     dbt_args: tuple[str, ...] = ("build",),
 ) -> CloseReport:
+    """Bill every period ended by ``as_of``; ``refresh_finance_marts=False`` skips the
+    finance marts (a preview such as ``simulate`` has no finance reader)."""
     as_of_utc = as_of.astimezone(timezone.utc)
     prepare_close(settings)
     dbt = run_dbt(settings, list(dbt_args), close_variables(as_of_utc, since, timezone_name))
-    return finish_close(settings, as_of_utc, dbt.summary, seller, terms)
+    return finish_close(settings, as_of_utc, dbt.summary, seller, terms, refresh_finance_marts)
 
 
 def prepare_close(settings: Settings) -> None:
@@ -117,6 +120,7 @@ def finish_close(
     dbt_summary: str,
     seller: Seller | None = None,
     terms: CommercialTerms | None = None,
+    refresh_finance_marts: bool = True,
 ) -> CloseReport:
     """After dbt built the drafts: read them, finalize, mirror the billed fees, render PDFs."""
     as_of_utc = as_of.astimezone(timezone.utc)
@@ -138,9 +142,10 @@ def finish_close(
         mirror_billed_fees(warehouse, report.invoices)
     collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
     # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
-    from billhouse.ledger_sync import refresh_finance
+    if refresh_finance_marts:
+        from billhouse.ledger_sync import refresh_finance
 
-    report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
+        report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
     # -- issue 7 (end)
     return report
 

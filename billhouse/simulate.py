@@ -10,6 +10,7 @@ of the user's own data directory is touched.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -63,16 +64,18 @@ def read_scenario(path: str | Path) -> Scenario:
     return Scenario(str(path), as_of, document, events)
 
 
-def simulate(scenario: Scenario) -> list[FinalizedInvoice]:
-    """Run the scenario through the real pipeline on a throwaway data directory."""
+def simulate(scenario: Scenario, warehouse_target: str | None = None) -> list[FinalizedInvoice]:
+    """Run the scenario through the real pipeline on a throwaway data directory, on the
+    embedded ClickHouse (default, or ``BILLHOUSE_TARGET``) or ``postgres``."""
     catalog = parse_catalog(scenario.document, source=scenario.source)
     terms = parse_commercial_terms(scenario.document, source=scenario.source)
     data_dir = Path(tempfile.mkdtemp(prefix="billhouse-simulate-"))
-    settings = Settings(data_dir=data_dir)
+    target = warehouse_target or os.environ.get("BILLHOUSE_TARGET") or "chdb"
+    settings = Settings(data_dir=data_dir, warehouse_target=target)
     try:
         load_inputs(settings, catalog, scenario.events)
         seller = Seller.from_organization(catalog.organization) if catalog.organization else None
-        return close(settings, scenario.as_of, seller, terms=terms).invoices
+        return close(settings, scenario.as_of, seller, terms=terms, refresh_finance_marts=False).invoices
     finally:
         stop_ledger(settings)
         shutil.rmtree(data_dir, ignore_errors=True)

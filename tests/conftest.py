@@ -134,9 +134,9 @@ def billed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Billed]:
     with open_warehouse(settings) as warehouse:
         load_events(warehouse, SECOND_BATCH, catalog)
     try:
-        first = close(settings, NOV_1)
-        second = close(settings, DEC_1)
-        rerun = close(settings, DEC_1)
+        first = close(settings, NOV_1, refresh_finance_marts=False)
+        second = close(settings, DEC_1, refresh_finance_marts=False)
+        rerun = close(settings, DEC_1)  # the full close, finance marts included
         yield Billed(settings, catalog, first, second, rerun)
     finally:
         stop_ledger(settings)

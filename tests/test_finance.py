@@ -22,10 +22,14 @@ Every expected figure below is computed by hand from that table.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +243,9 @@ def _write_history(conn: Any, history: History) -> None:
               _subscription_fee("sub_usd", "starter_usd", 500, *m[6])), history)
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
-    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("finance")))
+def _build_history(tmp_path_factory: pytest.TempPathFactory, warehouse_target: str) -> Iterator[History]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp(f"finance-{warehouse_target}")),
+                        warehouse_target=warehouse_target)
     load_inputs(settings, parse_catalog(CATALOG, source="tests/test_finance.py"), EVENTS)
     built = History(settings, {}, {})
     try:
@@ -253,6 +257,17 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     finally:
         stop_ledger(settings)
 
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    """The history on the embedded ClickHouse warehouse (chDB)."""
+    yield from _build_history(tmp_path_factory, "chdb")
+
+
+@pytest.fixture(scope="module")
+def postgres_history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
+    """The same history on the PostgreSQL warehouse target (its own ledger and data dir)."""
+    yield from _build_history(tmp_path_factory, "postgres")
 
 
 def _by(rows: list[dict[str, Any]], *keys: str, value: str) -> dict[tuple, Any]:
@@ -453,3 +468,173 @@ def test_reporting_endpoints_over_http_return_the_marts_numbers(history: History
         assert http.get("/api/v1/analytics/mrr", params={"months": "0"}).status_code == 422
         assert http.get("/api/v1/analytics/mrr", params={"currency": "euro"}).status_code == 422
         assert httpx.get(server.url + "/api/v1/analytics/mrr").status_code == 401
+
+
+# --- the same marts on the PostgreSQL warehouse ------------------------------------
+
+MART_KEYS = {  # mart -> columns that are ledger ids (random per ledger), compared by invoice label instead
+    "fct_revenue": ("revenue_line_id", "invoice_id"),
+    "fct_mrr": (),
+    "fct_receivables_aging": (),
+    "int_receivables_open_invoices": ("invoice_id",),
+    "fct_usage": (),
+}
+
+
+def _comparable(value: Any) -> Any:
+    """Engine-neutral value: numbers as normalized Decimals, dates as ISO dates."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value).normalize()
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"unexpected {type(value).__name__}: {value!r}")
+
+
+def _mart_rows(history: History, mart: str) -> tuple[list[str], list[tuple]]:
+    rows = history.query(f"select * from billhouse.{mart}")
+    ids = set(MART_KEYS[mart])
+    columns = sorted(rows[0]) if rows else []
+    kept = [c for c in columns if c not in ids]
+    return columns, sorted((tuple(_comparable(row[c]) for c in kept) for row in rows), key=repr)
+
+
+@pytest.mark.parametrize("mart", sorted(MART_KEYS))
+def test_marts_on_postgres_equal_the_marts_on_chdb_for_the_same_ledger_history(
+    history: History, postgres_history: History, mart: str
+) -> None:
+    chdb_columns, chdb_rows = _mart_rows(history, mart)
+    postgres_columns, postgres_rows = _mart_rows(postgres_history, mart)
+    assert postgres_columns == chdb_columns
+    assert chdb_rows, mart
+    assert postgres_rows == chdb_rows
+    assert postgres_history.numbers == history.numbers  # the same invoices carry the same numbers
+
+
+def test_reporting_snapshot_on_postgres_equals_the_chdb_snapshot(history: History, postgres_history: History) -> None:
+    def labelled(h: History) -> dict[str, Any]:
+        document = load_snapshot(h.settings.data_dir)
+        assert document is not None
+        label_of = {invoice_id: label for label, invoice_id in h.ids.items()}
+        for entry in document["overdue_balance"]:
+            entry["lago_invoice_ids"] = [label_of[i] for i in entry["lago_invoice_ids"]]
+        document.pop("exported_at")
+        return document
+
+    assert labelled(postgres_history) == labelled(history)
+
+
+# --- the HTML revenue report -----------------------------------------------------------
+
+
+class _ReportParser(HTMLParser):
+    """Collects the report's tables (by id, rows of cell texts) and KPI values by section."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.kpis: dict[tuple[str, str], str] = {}
+        self.tags: list[str] = []
+        self._section = ""
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._kpi: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        self.tags.append(tag)
+        if tag == "section":
+            self._section = (attributes.get("id") or "").removeprefix("currency-")
+        elif tag == "table" and attributes.get("id"):
+            self._table = attributes["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif attributes.get("data-kpi"):
+            self._kpi = attributes["data-kpi"]
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._table and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "div" and self._kpi and self._cell is not None:
+            self.kpis[(self._section, self._kpi)] = "".join(self._cell).strip()
+            self._kpi, self._cell = None, None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse_report(html: str) -> _ReportParser:
+    parser = _ReportParser()
+    parser.feed(html)
+    return parser
+
+
+def test_report_shows_the_marts_numbers_and_never_opens_the_store(history: History, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    # The report reads the snapshot only: it runs while this process holds the chDB store.
+    with open_warehouse(history.settings):
+        completed = subprocess.run(
+            [sys.executable, "-m", "billhouse.cli", "--data-dir", str(history.settings.data_dir), "report",
+             "--out", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"wrote {out}"
+    html = out.read_text()
+    report = parse_report(html)
+    _ = "–"  # a movement of zero
+    assert report.tables["mrr-EUR"][1:] == [
+        # month, beginning, new, expansion, reactivation, contraction, churn, ending
+        ["Jan 2026", "€0.00", "€20.00", _, _, _, _, "€20.00"],
+        ["Feb 2026", "€20.00", _, _, _, _, _, "€20.00"],
+        ["Mar 2026", "€20.00", "€100.00", "€20.00", _, _, "-€10.00", "€130.00"],  # year plan new, upgrade, churn
+        ["Apr 2026", "€130.00", _, _, _, _, _, "€130.00"],
+        ["May 2026", "€130.00", _, _, "€30.00", "-€20.00", _, "€140.00"],  # reactivation, downgrade
+        ["Jun 2026", "€140.00", _, _, _, _, _, "€140.00"],
+    ]
+    assert report.tables["mrr-USD"][1:] == [
+        ["Apr 2026", "$0.00", "$5.00", _, _, _, _, "$5.00"],
+        ["May 2026", "$5.00", _, _, _, _, _, "$5.00"],
+        ["Jun 2026", "$5.00", _, _, _, _, _, "$5.00"],
+    ]
+    assert report.tables["revenue-EUR"][1:] == [
+        ["Feb 2026", "2", "€22.50"], ["Mar 2026", "3", "€1,220.00"], ["Apr 2026", "1", "€30.00"],
+        ["May 2026", "1", "€20.00"], ["Jun 2026", "2", "€40.00"], ["Jul 2026", "2", "€40.00"],
+        ["Total", "", "€1,372.50"],
+    ]
+    assert report.tables["aging-USD"][1:] == [
+        # customer, current, 1-30, 31-60, 61-90, 90+, overdue, open
+        ["Dollar Inc", "$5.00", "$9.66", "$12.34", "$0.00", "$0.00", "$22.00", "$27.00"],
+        ["All customers", "$5.00", "$9.66", "$12.34", "$0.00", "$0.00", "$22.00", "$27.00"],
+    ]
+    assert report.tables["aging-EUR"][1:] == [
+        ["Year AG", "€0.00", "€0.00", "€0.00", "€0.00", "€1,200.00", "€1,200.00", "€1,200.00"],
+        ["Churn SARL", "€30.00", "€0.00", "€0.00", "€0.00", "€0.00", "€0.00", "€30.00"],
+        ["Grow SA", "€10.00", "€0.00", "€0.00", "€0.00", "€0.00", "€0.00", "€10.00"],
+        ["All customers", "€40.00", "€0.00", "€0.00", "€0.00", "€1,200.00", "€1,200.00", "€1,240.00"],
+    ]
+    assert report.kpis == {
+        ("EUR", "mrr"): "€140.00", ("EUR", "arr"): "€1,680.00", ("EUR", "revenue"): "€1,372.50",
+        ("EUR", "overdue"): "€1,200.00",
+        ("USD", "mrr"): "$5.00", ("USD", "arr"): "$60.00", ("USD", "revenue"): "$30.00", ("USD", "overdue"): "$22.00",
+    }
+    # revenue by plan: annual 1200.00, pro 4 x 30.00 - 10.00, basic 6 x 10.00 + 2.50 usage
+    plans = re.findall(r'<div class="who">([^<]+)<small>[^<]*</small></div>\s*<svg[^>]*>.*?</svg>\s*'
+                       r'<div class="amount">([^<]+)</div>', html.split('id="plans-EUR"')[1].split('id="revenue-EUR"')[0],
+                       re.S)
+    assert plans[:3] == [("annual", "€1,200.00"), ("pro", "€110.00"), ("basic", "€62.50")]
+    # self-contained: no script, stylesheet link, image or remote reference
+    assert not {"script", "link", "img", "iframe"} & set(report.tags)
+    assert not re.search(r"""(src|href)\s*=|url\(|@import""", html)
+    assert html.count("<svg") >= 2 + len(plans)

@@ -127,9 +127,9 @@ def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Closed]:
                 env.setenv("STRIPE_API_KEY", API_KEY)
                 env.setenv("STRIPE_API_BASE", stripe_base)
                 env.delenv("BILLHOUSE_RETRY_AFTER_DAYS", raising=False)  # default 1, 3, 7 days
-                first = close(settings, AS_OF, seller, terms=terms)
+                first = close(settings, AS_OF, seller, terms=terms, refresh_finance_marts=False)
                 requests_after_first = len(receiver.requests)
-                rerun = close(settings, AS_OF, seller, terms=terms)
+                rerun = close(settings, AS_OF, seller, terms=terms, refresh_finance_marts=False)
             yield Closed(settings, stripe_base, stripe_ids, receiver, requests_after_first, first, rerun)
         finally:
             stop_ledger(settings)

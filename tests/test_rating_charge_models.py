@@ -30,6 +30,26 @@ def invoices(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return {invoice["external_customer_id"].removeprefix("cus_"): invoice for invoice in document["invoices"]}
 
 
+@pytest.fixture(scope="module")
+def postgres_invoices() -> dict[str, dict]:
+    from billhouse.catalog import parse_instant
+    from billhouse.simulate import Scenario, invoices_as_json, simulate
+
+    document = scenario()
+    invoices = simulate(
+        Scenario("rating.yml", parse_instant(document["as_of"]), document, document["events"]),
+        warehouse_target="postgres",
+    )
+    return {i["external_customer_id"].removeprefix("cus_"): i for i in invoices_as_json(invoices)["invoices"]}
+
+
+def test_postgres_warehouse_bills_every_case_identically(invoices, postgres_invoices) -> None:
+    def comparable(invoice: dict) -> dict:
+        return {k: v for k, v in invoice.items() if k != "number"}
+
+    assert {k: comparable(v) for k, v in postgres_invoices.items()} == {k: comparable(v) for k, v in invoices.items()}
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_charge_model_amount_matches_hand_computation(invoices: dict[str, dict], case: Case) -> None:
     invoice = invoices[case.name]

@@ -21,13 +21,14 @@ final as (
         ranges.per_unit_amount as per_unit_amount,
         ranges.rate as rate,
         ranges.flat_amount as flat_amount,
-        case usage.charge_model
+        {#- the outer cast keeps the column's declared precision (PostgreSQL drops it on CASE) -#}
+        cast(case usage.charge_model
             when 'volume' then
                 case when {{ billhouse.volume_range_contains('usage.units', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value') }}
                     then usage.units else {{ billhouse.to_decimal('0') }} end
             else {{ billhouse.graduated_tier_units('usage.units', 'ranges.lower_bound', 'ranges.to_value') }}
-        end as tier_units,
-        case usage.charge_model
+        end as {{ billhouse.decimal_type() }}) as tier_units,
+        cast(case usage.charge_model
             when 'graduated' then {{ billhouse.graduated(
                 'usage.units', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
                 'coalesce(ranges.per_unit_amount, 0)', 'ranges.flat_amount') }}
@@ -37,7 +38,7 @@ final as (
             when 'volume' then {{ billhouse.volume(
                 'usage.units', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
                 'coalesce(ranges.per_unit_amount, 0)', 'ranges.flat_amount') }}
-        end as tier_amount
+        end as {{ billhouse.decimal_type() }}) as tier_amount
     from usage
     inner join ranges
         on usage.charge_price_id = ranges.charge_price_id

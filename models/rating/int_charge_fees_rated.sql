@@ -63,13 +63,13 @@ priced as (
         prices.invoice_display_name as invoice_display_name,
         usage.units as units,
         {{ billhouse.to_decimal('coalesce(prices.amount, 0)') }} as standard_amount,
-        case usage.charge_model
+        cast(case usage.charge_model
             when 'standard' then {{ billhouse.standard('usage.units', 'coalesce(prices.amount, 0)') }}
             when 'package' then {{ billhouse.package(
                 'usage.units', 'coalesce(prices.amount, 0)', 'coalesce(prices.package_size, 1)', 'prices.free_units') }}
             when 'percentage' then {{ billhouse.to_decimal('greatest(coalesce(percentage_amounts.amount, 0), ' ~ billhouse.decimal_zero() ~ ')') }}
             else {{ billhouse.to_decimal('coalesce(tiered_amounts.amount, 0)') }}
-        end as precise_amount,
+        end as {{ billhouse.decimal_type() }}) as precise_amount,
         currencies.minor_units_per_major as minor_units_per_major
     from usage
     inner join prices
@@ -102,11 +102,11 @@ final as (
         invoice_display_name,
         units,
         -- the price of one unit: the standard model's amount, else the average (as Lago shows it)
-        case
+        cast(case
             when charge_model = 'standard' then standard_amount
             when units > 0 then {{ billhouse.to_decimal('precise_amount / units') }}
             else {{ billhouse.to_decimal('0') }}
-        end as unit_amount,
+        end as {{ billhouse.decimal_type() }}) as unit_amount,
         precise_amount,
         {{ billhouse.to_minor_units('precise_amount', 'minor_units_per_major') }} as amount_cents
     from priced
