@@ -31,7 +31,7 @@ from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
-from billhouse.raw_tables import BILLED_FEES
+from billhouse.raw_tables import BILLED_FEES, RAW_SCHEMA
 from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
 from ingestion.loader import load_landed_events
@@ -150,8 +150,21 @@ def finish_close(
     return report
 
 
+BILLED_FEES_TABLE = f"{RAW_SCHEMA}.{BILLED_FEES.name}"
+
+
 def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -> int:
-    """Copy the fees of finalized invoices into billed_fees (idempotent by fee_key)."""
+    """Copy the fees of finalized invoices into billed_fees, each fee once (by fee_key)."""
+    keys = sorted({invoice.invoice_key for invoice in invoices})
+    present: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        chunk = ", ".join("'" + key.replace("'", "''") + "'" for key in keys[start:start + 1000])
+        present |= {
+            row["fee_key"]
+            for row in warehouse.query(
+                f"select fee_key from {BILLED_FEES_TABLE} where invoice_key in ({chunk})"
+            )
+        }
     rows = [
         {
             "fee_key": fee.fee_key,
@@ -168,6 +181,7 @@ def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -
         }
         for invoice in invoices
         for fee in invoice.fees
+        if fee.fee_key not in present
     ]
     warehouse.insert_rows(BILLED_FEES, rows)
     return len(rows)

@@ -73,29 +73,29 @@ timed as (
 
 final as (
     select
-        concat(external_subscription_id, '/', charge_id, '/event/', transaction_id) as fee_key,
-        external_subscription_id,
-        external_customer_id,
-        plan_code,
-        currency,
-        event_at as period_start,
-        event_at as period_end,
-        issuing_date,
-        closes_at,
-        charge_id,
-        billable_metric_code,
-        charge_model,
-        invoice_display_name,
-        transaction_id,
-        {{ billhouse.to_decimal('units') }} as units,
-        unit_amount,
-        units * unit_amount as precise_amount,
-        {{ billhouse.to_minor_units('units * unit_amount', 'currencies.minor_units_per_major') }} as amount_cents
+        concat(timed.external_subscription_id, '/', timed.charge_id, '/event/', timed.transaction_id) as fee_key,
+        timed.external_subscription_id as external_subscription_id,
+        timed.external_customer_id as external_customer_id,
+        timed.plan_code as plan_code,
+        timed.currency as currency,
+        timed.event_at as period_start,
+        timed.event_at as period_end,
+        timed.issuing_date as issuing_date,
+        timed.closes_at as closes_at,
+        timed.charge_id as charge_id,
+        timed.billable_metric_code as billable_metric_code,
+        timed.charge_model as charge_model,
+        timed.invoice_display_name as invoice_display_name,
+        timed.transaction_id as transaction_id,
+        {{ billhouse.to_decimal('timed.units') }} as units,
+        timed.unit_amount as unit_amount,
+        timed.units * timed.unit_amount as precise_amount,
+        {{ billhouse.to_minor_units('timed.units * timed.unit_amount', 'currencies.minor_units_per_major') }} as amount_cents
     from timed
     inner join currencies
         on timed.currency = currencies.currency
-    where closes_at > {{ billhouse.utc_instant(var('close_from')) }}
-        and closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+    where timed.closes_at > {{ billhouse.utc_instant(var('close_from')) }}
+        and timed.closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
 )
 
 select * from final
