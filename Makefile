@@ -28,3 +28,9 @@ bench-ingest: $(INSTALLED)
 clean:
 	-$(BIN)/billhouse ledger-stop
 	rm -rf .billhouse target logs
+
+# The Dagster UI on the embedded warehouse and ledger of BILLHOUSE_HOME (default .billhouse):
+# one close schedule per customer timezone, (day, timezone) partitions, backfills.
+ui: $(INSTALLED)
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.billhouse/dagster} ; mkdir -p $$DAGSTER_HOME ; \
+	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000

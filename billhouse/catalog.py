@@ -35,7 +35,7 @@ ROUNDING_FUNCTIONS = ("round", "ceil", "floor")
 # Aggregations whose value carries over between periods when `recurring: true`.
 RECURRING_AGGREGATIONS = ("sum_agg", "unique_count_agg", "weighted_sum_agg", "custom_agg")
 INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
-SUPPORTED_INTERVALS = ("monthly",)
+SUPPORTED_INTERVALS = INTERVALS  # the billing clock (issue 4) bills them all
 BILLING_TIMES = ("calendar", "anniversary")
 
 
@@ -112,6 +112,9 @@ class Subscription:
     subscription_at: datetime
     ending_at: datetime | None
     terminated_at: datetime | None
+    # Billing clock: an upgrade/downgrade is a new subscription naming the one it replaces;
+    # the old one then ends the day before the new one starts (semantics.md).
+    previous_subscription_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,7 @@ def parse_catalog(document: dict[str, Any], source: str = "<catalog>") -> Catalo
         for i, s in enumerate(reader.list(document, "subscriptions", source))
     )
     reader.unique([s.external_id for s in subscriptions], "subscriptions", "external_id")
+    reader.plan_changes(subscriptions)
     organization = document.get("organization") or {}
     return Catalog(metrics, plans, customers, subscriptions, organization)
 
@@ -492,7 +496,29 @@ class _Reader:
             subscription_at=started,
             ending_at=self.instant(s, "ending_at", where, required=False),
             terminated_at=self.instant(s, "terminated_at", where, required=False),
+            previous_subscription_id=self.optional_text(s, "previous_subscription_id", where),
         )
+
+    def plan_changes(self, subscriptions: tuple[Subscription, ...]) -> None:
+        """Billing clock: a plan change names an earlier subscription of the same customer."""
+        by_id = {s.external_id: s for s in subscriptions}
+        replaced: set[str] = set()
+        for s in subscriptions:
+            if s.previous_subscription_id is None:
+                continue
+            where = self.where(f"subscription '{s.external_id}'")
+            previous = by_id.get(s.previous_subscription_id)
+            if previous is None:
+                raise CatalogError(
+                    where, "previous_subscription_id", f"no subscription has external_id {s.previous_subscription_id!r}"
+                )
+            if previous.external_customer_id != s.external_customer_id:
+                raise CatalogError(where, "previous_subscription_id", "belongs to another customer")
+            if previous.subscription_at >= s.subscription_at:
+                raise CatalogError(where, "previous_subscription_id", "must have started before this subscription")
+            if previous.external_id in replaced:
+                raise CatalogError(where, "previous_subscription_id", "is already replaced by another subscription")
+            replaced.add(previous.external_id)
 
 
 # How the validated custom_agg expressions read an event property, per warehouse: the

@@ -10,6 +10,12 @@ Steps, each owning its engine only while it runs (chDB admits one process per st
    the webhook outbox is delivered if endpoints are registered (``collect_and_deliver``).
 
 Running the same close again changes nothing: no new invoice, no new number.
+
+Billing clock: a close bills what closes in the window (``since``, ``as_of``] — by
+default everything up to ``as_of`` — for the customers of one timezone or all. After
+finalizing, the fees of the finalized invoices are mirrored into the warehouse
+(``billhouse_raw.billed_fees``) so that later closes bill late events as adjustments
+exactly once (see docs/billing-clock.md).
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
-from billhouse.warehouse import open_warehouse
+from billhouse.raw_tables import BILLED_FEES, RAW_SCHEMA
+from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
 from ingestion.loader import load_landed_events
 from invoicing.drafts import read_invoice_drafts
 from invoicing.finalize import finalize_drafts
-from invoicing.ledger import FinalizedInvoice, record_pdf_path
+from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
 from invoicing.pdf import Seller, render_invoice_pdf
 from invoicing.dunning import PaymentPolicy
@@ -53,6 +60,16 @@ class CloseReport:
     def created(self) -> list[FinalizedInvoice]:
         return [invoice for invoice in self.invoices if invoice.created]
 
+    @property
+    def adjustments(self) -> list[tuple[str, FinalizedFee]]:
+        """Late-event adjustments on the invoices this close created: (number, fee)."""
+        return [
+            (invoice.number, fee)
+            for invoice in self.created
+            for fee in invoice.fees
+            if fee.kind == "adjustment"
+        ]
+
 
 def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int:
     """Replace the catalog, customers and subscriptions; append the events."""
@@ -61,23 +78,55 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
         return load_events(warehouse, events, catalog)
 
 
+def close_variables(as_of: datetime, since: datetime | None = None, timezone_name: str | None = None) -> dict[str, str]:
+    """The dbt vars of a close over (since, as_of], optionally for one timezone's customers."""
+    variables = {"as_of": _iso(as_of)}
+    if since is not None:
+        variables["close_from"] = _iso(since)
+    if timezone_name:
+        variables["close_timezone"] = timezone_name
+    return variables
+
+
 def close(
     settings: Settings,
     as_of: datetime,
     seller: Seller | None = None,
     terms: CommercialTerms | None = None,
     refresh_finance_marts: bool = True,
+    *,
+    since: datetime | None = None,
+    timezone_name: str | None = None,
+    dbt_args: tuple[str, ...] = ("build",),
 ) -> CloseReport:
     """Bill every period ended by ``as_of``; ``refresh_finance_marts=False`` skips the
     finance marts (a preview such as ``simulate`` has no finance reader)."""
     as_of_utc = as_of.astimezone(timezone.utc)
-    with open_warehouse(settings) as warehouse:  # creates the raw tables dbt reads as sources
+    prepare_close(settings)
+    dbt = run_dbt(settings, list(dbt_args), close_variables(as_of_utc, since, timezone_name))
+    return finish_close(settings, as_of_utc, dbt.summary, seller, terms, refresh_finance_marts)
+
+
+def prepare_close(settings: Settings) -> None:
+    """Before dbt: create the raw tables dbt reads as sources and load landed events."""
+    with open_warehouse(settings) as warehouse:
         # issue 5: events the API accepted since the last close, loaded exactly once
         load_landed_events(warehouse, landing_dir(settings))
-    dbt = run_dbt(settings, ["build"], {"as_of": as_of_utc.strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+
+def finish_close(
+    settings: Settings,
+    as_of: datetime,
+    dbt_summary: str,
+    seller: Seller | None = None,
+    terms: CommercialTerms | None = None,
+    refresh_finance_marts: bool = True,
+) -> CloseReport:
+    """After dbt built the drafts: read them, finalize, mirror the billed fees, render PDFs."""
+    as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:
         drafts = read_invoice_drafts(warehouse)
-    report = CloseReport(as_of=as_of_utc, dbt_summary=dbt.summary)
+    report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
     with ledger(settings) as conn:
         migrate(conn)
         if terms is not None:  # coupons, taxes, wallets from the catalog (idempotent)
@@ -89,6 +138,8 @@ def close(
                 pdf = render_invoice_pdf(invoice, seller or Seller(), settings.invoices_dir)
                 record_pdf_path(conn, invoice.id, pdf)
             report.pdfs[invoice.number] = pdf
+    with open_warehouse(settings) as warehouse:
+        mirror_billed_fees(warehouse, report.invoices)
     collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
     # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
     if refresh_finance_marts:
@@ -97,6 +148,47 @@ def close(
         report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
     # -- issue 7 (end)
     return report
+
+
+BILLED_FEES_TABLE = f"{RAW_SCHEMA}.{BILLED_FEES.name}"
+
+
+def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -> int:
+    """Copy the fees of finalized invoices into billed_fees, each fee once (by fee_key)."""
+    keys = sorted({invoice.invoice_key for invoice in invoices})
+    present: set[str] = set()
+    for start in range(0, len(keys), 1000):
+        chunk = ", ".join("'" + key.replace("'", "''") + "'" for key in keys[start:start + 1000])
+        present |= {
+            row["fee_key"]
+            for row in warehouse.query(
+                f"select fee_key from {BILLED_FEES_TABLE} where invoice_key in ({chunk})"
+            )
+        }
+    rows = [
+        {
+            "fee_key": fee.fee_key,
+            "adjusted_fee_key": fee.fee_key.split("/adjustment/", 1)[0],
+            "invoice_key": invoice.invoice_key,
+            "issuing_date": invoice.issuing_date,
+            "kind": fee.kind,
+            "external_subscription_id": fee.external_subscription_id or "",
+            "period_start": fee.period_start,
+            "period_end": fee.period_end,
+            "units": fee.units,
+            "precise_amount": fee.precise_amount,
+            "amount_cents": fee.amount_cents,
+        }
+        for invoice in invoices
+        for fee in invoice.fees
+        if fee.fee_key not in present
+    ]
+    warehouse.insert_rows(BILLED_FEES, rows)
+    return len(rows)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- issue 6: collection and webhook delivery after finalization (begin) ----------

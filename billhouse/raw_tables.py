@@ -32,7 +32,7 @@ def _postgres_type(clickhouse_type: str) -> str:
     elif inner.startswith("DateTime64("):
         mapped = "timestamptz"
     else:
-        mapped = {"String": "text", "Int32": "integer", "Int64": "bigint", "Bool": "boolean"}[inner]
+        mapped = {"String": "text", "Int32": "integer", "Int64": "bigint", "Bool": "boolean", "Date": "date"}[inner]
     return mapped if nullable else f"{mapped} not null"
 
 
@@ -42,6 +42,7 @@ class RawTable:
     columns: tuple[Column, ...]
     order_by: str
     append_only: bool = False
+    engine: str = "MergeTree"
 
     @property
     def column_names(self) -> list[str]:
@@ -55,7 +56,7 @@ class RawTable:
         cols = ",\n  ".join(f"`{c.name}` {c.clickhouse_type}" for c in self.columns)
         return (
             f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} (\n  {cols}\n)"
-            f" ENGINE = MergeTree ORDER BY ({self.order_by})"
+            f" ENGINE = {self.engine} ORDER BY ({self.order_by})"
         )
 
 
@@ -203,8 +204,33 @@ SUBSCRIPTIONS = RawTable(
         ("subscription_at", "DateTime64(3, 'UTC')"),
         ("ending_at", "Nullable(DateTime64(3, 'UTC'))"),
         ("terminated_at", "Nullable(DateTime64(3, 'UTC'))"),
+        ("previous_subscription_id", "Nullable(String)"),  # billing clock: plan changes
     ),
     order_by="external_id",
+)
+
+# --- billing clock (issue 4) ---------------------------------------------------------
+# The fees on finalized invoices, mirrored from the ledger after each close (written by
+# billhouse.close, one row per fee_key, re-written idempotently). The warehouse reads it
+# to bill late events as adjustments exactly once. Never replaced with the catalog.
+BILLED_FEES = RawTable(
+    name="billed_fees",
+    columns=_cols(
+        ("fee_key", "String"),
+        ("adjusted_fee_key", "String"),  # the fee an adjustment corrects; else fee_key
+        ("invoice_key", "String"),
+        ("issuing_date", "Date"),
+        ("kind", "String"),
+        ("external_subscription_id", "String"),
+        ("period_start", "DateTime64(3, 'UTC')"),
+        ("period_end", "DateTime64(3, 'UTC')"),
+        ("units", DECIMAL),
+        ("precise_amount", DECIMAL),
+        ("amount_cents", "Int64"),
+    ),
+    order_by="fee_key",
+    append_only=True,
+    engine="ReplacingMergeTree",
 )
 
 ALL_TABLES: tuple[RawTable, ...] = (
@@ -217,5 +243,6 @@ ALL_TABLES: tuple[RawTable, ...] = (
     CHARGE_RANGES,
     CUSTOMERS,
     SUBSCRIPTIONS,
+    BILLED_FEES,
 )
 REFERENCE_TABLES: tuple[RawTable, ...] = tuple(t for t in ALL_TABLES if not t.append_only)

@@ -63,6 +63,10 @@ class Warehouse:
         result = self.client.query(sql, parameters=parameters)
         return [dict(zip(result.column_names, row)) for row in result.result_rows]
 
+    def insert_rows(self, table: RawTable, rows: list[dict[str, Any]]) -> None:
+        """Insert rows (dicts by column name) into one of the raw tables."""
+        self._insert(table, rows)
+
     def _insert(self, table: RawTable, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return

@@ -1,5 +1,9 @@
-{#- Every fee of every closed period, with the invoice draft it goes on: one invoice per
-    customer, currency and issuing date (semantics.md). -#}
+{#- Every fee this close issues, with the invoice draft it goes on: one invoice per
+    customer, currency and issuing date (semantics.md). The issuing date is the local
+    date, in the customer's timezone, of the instant the fee closes. Fees: subscription
+    fees (in arrears or in advance), usage charges and minimum true-ups of the periods
+    that ended in the window (in arrears), pay-in-advance charges per event, and
+    late-event adjustments for earlier periods (billing clock, issue 4). -#}
 with subscription_fees as (
     select * from {{ ref('int_subscription_fees_rated') }}
 ),
@@ -10,6 +14,23 @@ charge_fees as (
 
 true_ups as (
     select * from {{ ref('int_charge_minimum_true_ups') }}
+),
+
+-- billing clock (issue 4): what closes in this window, per-event charges, adjustments
+periods_closing as (
+    select subscription_period_key from {{ ref('int_billing_periods') }} where closes_in_window
+),
+
+per_event_charges as (
+    select * from {{ ref('int_pay_in_advance_charges') }}
+),
+
+per_event_fees as (
+    select * from {{ ref('int_pay_in_advance_charge_fees') }}
+),
+
+adjustment_fees as (
+    select * from {{ ref('int_late_adjustment_fees') }}
 ),
 
 plans as (
@@ -72,6 +93,8 @@ unioned as (
         precise_amount,
         amount_cents
     from charge_fees
+    where subscription_period_key in (select subscription_period_key from periods_closing)
+        and charge_id not in (select charge_id from per_event_charges)
 
     union all
 
@@ -100,6 +123,59 @@ unioned as (
     from true_ups
     inner join currencies
         on true_ups.currency = currencies.currency
+    where true_ups.subscription_period_key in (select subscription_period_key from periods_closing)
+
+    union all
+
+    select
+        fee_key,
+        'charge' as fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        -1 as filter_index,
+        '' as group_key,
+        0 as is_true_up,
+        invoice_display_name,
+        1 as sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from per_event_fees
+
+    union all
+
+    select
+        fee_key,
+        'adjustment' as fee_kind,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        period_start,
+        period_end,
+        issuing_date,
+        charge_id,
+        billable_metric_code,
+        charge_model,
+        filter_index,
+        group_key,
+        0 as is_true_up,
+        concat(invoice_display_name, ' (late usage, earlier period)') as invoice_display_name,
+        3 as sort_order,
+        units,
+        unit_amount,
+        precise_amount,
+        amount_cents
+    from adjustment_fees
 ),
 
 final as (

@@ -1,65 +1,44 @@
-{#- The closed billing periods: every period of every subscription that ended at or
-    before var('as_of'). Monthly calendar periods in UTC for now. -#}
-with subscriptions as (
-    select * from {{ ref('stg_billhouse__subscriptions') }}
+{#- The usage periods rated by this close: one row per subscription and charge period
+    that ends in the window (close_from, as_of] — the plan-interval period, or its
+    monthly slices when a plan bills charges monthly (`bill_charges_monthly`) — plus
+    already-invoiced periods that received late events (`is_late` = true), re-rated so
+    that the difference is billed as an adjustment. -#}
+with subscription_periods as (
+    select * from {{ ref('int_subscription_periods') }}
 ),
 
-plans as (
-    select * from {{ ref('stg_billhouse__plans') }}
+late_periods as (
+    select * from {{ ref('int_late_usage_periods') }}
 ),
 
-customers as (
-    select * from {{ ref('stg_billhouse__customers') }}
-),
-
-period_indexes as (
-    {{ billhouse.integer_series(600) }}
-),
-
-candidate_periods as (
+sliced as (
     select
-        subscriptions.external_subscription_id as external_subscription_id,
-        subscriptions.external_customer_id as external_customer_id,
-        subscriptions.plan_code as plan_code,
-        subscriptions.subscription_at as subscription_at,
-        coalesce(subscriptions.terminated_at, subscriptions.ending_at) as ended_at,
-        period_indexes.n as period_index,
-        {{ billhouse.add_months(billhouse.month_start('subscriptions.subscription_at'), 'period_indexes.n') }} as period_start,
-        {{ billhouse.add_months(billhouse.month_start('subscriptions.subscription_at'), 'period_indexes.n + 1') }} as period_end
-    from subscriptions
-    cross join period_indexes
+        subscription_periods.*,
+        {{ billhouse.integer_range_column(0, "case when bill_charges_monthly then case plan_interval when 'quarterly' then 2 when 'semiannual' then 5 when 'yearly' then 11 else 0 end else 0 end") }} as slice_index
+    from subscription_periods
 ),
 
-closed_periods as (
+slice_dates as (
     select
-        candidate_periods.external_subscription_id as external_subscription_id,
-        candidate_periods.external_customer_id as external_customer_id,
-        candidate_periods.plan_code as plan_code,
-        candidate_periods.period_index as period_index,
-        candidate_periods.period_start as period_start,
-        candidate_periods.period_end as period_end,
-        plans.plan_interval as plan_interval,
-        plans.amount_cents as plan_amount_cents,
-        customers.currency as currency,
-        customers.timezone as timezone,
-        customers.customer_name as customer_name
-    from candidate_periods
-    inner join plans
-        on candidate_periods.plan_code = plans.plan_code
-    inner join customers
-        on candidate_periods.external_customer_id = customers.external_customer_id
-    where candidate_periods.period_end <= {{ billhouse.utc_instant(var('as_of')) }}
-        and (
-            candidate_periods.ended_at is null
-            or candidate_periods.period_start < candidate_periods.ended_at
-        )
+        sliced.*,
+        case
+            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
+                then greatest(billed_start_date, {{ billhouse.date_add_months('full_start_date', 'slice_index') }})
+            else billed_start_date
+        end as charge_start_date,
+        case
+            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
+                then least(billed_end_date, {{ billhouse.date_add_months('full_start_date', 'slice_index + 1') }})
+            else billed_end_date
+        end as charge_end_date
+    from sliced
 ),
 
-final as (
+closing as (
     select
         concat(
             external_subscription_id, '/',
-            cast({{ billhouse.utc_date('period_start') }} as {{ dbt.type_string() }})
+            cast(charge_start_date as {{ dbt.type_string() }})
         ) as subscription_period_key,
         external_subscription_id,
         external_customer_id,
@@ -70,10 +49,48 @@ final as (
         currency,
         timezone,
         period_index,
-        period_start,
-        period_end,
-        {{ billhouse.utc_date('period_end') }} as issuing_date
-    from closed_periods
+        {{ billhouse.local_midnight('charge_start_date', 'timezone') }} as period_start,
+        {{ billhouse.local_midnight('charge_end_date', 'timezone') }} as period_end,
+        charge_end_date as issuing_date
+    from slice_dates
+    where charge_start_date < charge_end_date
+),
+
+closing_in_window as (
+    select * from closing
+    where period_end > {{ billhouse.utc_instant(var('close_from')) }}
+        and period_end <= {{ billhouse.utc_instant(var('as_of')) }}
+),
+
+final as (
+    select
+        closing_in_window.*,
+        true as closes_in_window,
+        subscription_period_key in (select subscription_period_key from late_periods) as is_late
+    from closing_in_window
+
+    union all
+
+    select
+        late_periods.subscription_period_key as subscription_period_key,
+        late_periods.external_subscription_id as external_subscription_id,
+        late_periods.external_customer_id as external_customer_id,
+        late_periods.customer_name as customer_name,
+        late_periods.plan_code as plan_code,
+        late_periods.plan_interval as plan_interval,
+        late_periods.plan_amount_cents as plan_amount_cents,
+        late_periods.currency as currency,
+        late_periods.timezone as timezone,
+        late_periods.period_index as period_index,
+        late_periods.period_start as period_start,
+        late_periods.period_end as period_end,
+        late_periods.issuing_date as issuing_date,
+        false as closes_in_window,
+        true as is_late
+    from late_periods
+    where late_periods.subscription_period_key not in (
+        select subscription_period_key from closing_in_window
+    )
 )
 
 select * from final

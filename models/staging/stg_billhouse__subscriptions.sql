@@ -10,7 +10,8 @@ renamed as (
         billing_time,
         subscription_at,
         ending_at,
-        terminated_at
+        terminated_at,
+        previous_subscription_id
     from source
 )
 

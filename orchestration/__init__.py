@@ -1,0 +1,1 @@
+"""Dagster orchestration of the billing close (see ``orchestration.definitions``)."""
