@@ -135,10 +135,6 @@ def test_materializing_a_close_invoices_once(orchestrated: Orchestrated) -> None
     assert (kiri.issuing_date, kiri.total_cents) == (date(2026, 9, 1), 1000 + 50)
 
 
-# The ledger's invoice_fees.kind CHECK (invoicing/migrations/0001) does not admit
-# 'adjustment' yet; invoicing owns that migration. strict: this turns red once it lands.
-@pytest.mark.xfail(strict=True, raises=(DagsterExecutionStepExecutionError, CheckViolation),
-                   reason="ledger CHECK invoice_fees_kind_check lacks 'adjustment' (invoicing migration pending)")
 def test_a_late_event_is_billed_once_as_an_adjustment_on_the_next_invoice(orchestrated: Orchestrated) -> None:
     [august] = orchestrated.invoices("cus_utc")
     # A late August event arrives after August was invoiced ...
