@@ -26,6 +26,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load.add_argument("events", type=Path, nargs="?", help="a JSON list of events in Lago's shape")
     close = commands.add_parser("close", help="bill every period ended by --as-of")
     close.add_argument("--as-of", required=True, help="ISO 8601 instant, e.g. 2026-12-01T00:00:00Z")
+    close.add_argument("--since", help="only periods ending after this instant (a close window)")
+    close.add_argument("--timezone", help="only the customers of this IANA timezone (as a Dagster close does)")
     simulate = commands.add_parser("simulate", help="preview the invoices of a scenario file")
     simulate.add_argument("scenario", type=Path)
     simulate.add_argument("--json", action="store_true", help="print JSON (scenario-format.md)")
@@ -87,14 +90,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "close":
         from billhouse.close import close, collection_summary
         from billhouse.summary import print_invoices
+        from invoicing.money import format_minor_units
 
-        try:
-            as_of = parse_instant(args.as_of)
-        except ValueError as error:
-            raise CatalogError("--as-of", "as_of", str(error)) from error
-        report = close(settings, as_of)
+        instants = {}
+        for name in ("as_of", "since"):
+            value = getattr(args, name)
+            try:
+                instants[name] = parse_instant(value) if value else None
+            except ValueError as error:
+                raise CatalogError(f"--{name.replace('_', '-')}", name, str(error)) from error
+        if args.timezone:
+            try:
+                ZoneInfo(args.timezone)
+            except (ZoneInfoNotFoundError, ValueError) as error:
+                raise CatalogError("--timezone", "timezone", f"unknown IANA timezone {args.timezone!r}") from error
+        report = close(settings, instants["as_of"], since=instants["since"], timezone_name=args.timezone)
         print(f"dbt: {report.dbt_summary}")
         print_invoices(report.invoices, report.pdfs)
+        currency = {invoice.number: invoice.currency for invoice in report.invoices}
+        for number, fee in report.adjustments:  # issue 4: late events billed on this close
+            print(f"late-event adjustment on {number}: {fee.invoice_display_name} for"
+                  f" {fee.period_start:%Y-%m-%d}–{fee.period_end:%Y-%m-%d},"
+                  f" {format_minor_units(fee.amount_cents, currency[number])}")
         for line in collection_summary(report):  # issue 6: payments and webhooks of the close
             print(line)
     elif args.command == "simulate":
