@@ -1,8 +1,9 @@
 """The demo: a small, realistic month of usage, billed end to end.
 
-Six customers in three currencies subscribe on 2026-10-01; a few thousand events arrive
-over October and November, some of them sent twice (same transaction id). The close
-at 2026-12-01T00:00Z bills both months. Everything is generated from a fixed seed, so
+Six customers in three currencies and five timezones subscribe at local midnight on
+2026-10-01; a few thousand events arrive over October and November, some of them sent
+twice (same transaction id). The close at 2026-12-01T12:00Z — past local midnight of
+December 1 in every customer's timezone — bills both months. Everything is generated from a fixed seed, so
 every run produces the same invoices, and a second run adds none.
 """
 
@@ -12,6 +13,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -19,7 +21,7 @@ from billhouse.catalog import Catalog, parse_catalog
 from billhouse.settings import PROJECT_DIR
 
 DEMO_CATALOG = PROJECT_DIR / "seeds" / "demo_catalog.yml"
-DEMO_AS_OF = datetime(2026, 12, 1, tzinfo=timezone.utc)
+DEMO_AS_OF = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
 DEMO_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 
 CUSTOMERS = [
@@ -44,9 +46,10 @@ def demo_catalog() -> Catalog:
             "external_id": f"sub_{cid.removeprefix('cus_')}",
             "external_customer_id": cid,
             "plan_code": plan,
-            "subscription_at": DEMO_START.isoformat(),
+            # local midnight of October 1 in the customer's timezone: whole calendar months
+            "subscription_at": DEMO_START.replace(tzinfo=ZoneInfo(tz)).isoformat(),
         }
-        for cid, _, _, _, plan, _ in CUSTOMERS
+        for cid, _, _, tz, plan, _ in CUSTOMERS
     ]
     return parse_catalog(document, source=str(DEMO_CATALOG))
 
