@@ -1,8 +1,15 @@
 {#- One row per event of a percentage charge in a closed period, in time order within its
     bucket: the running total, whether it is free, and what it costs (macro percentage). -#}
-with assigned as (
+with percentage_charges as (
+    select charge_id from {{ ref('stg_billhouse__charges') }}
+    where charge_model = 'percentage'
+),
+
+assigned as (
+    -- the events of percentage charges only: a semi-join, not a scan joined to every bucket
     select * from {{ ref('int_charge_events_assigned') }}
     where in_period = 1
+        and charge_id in (select charge_id from percentage_charges)
 ),
 
 usage as (
