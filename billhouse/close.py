@@ -78,6 +78,13 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
         return load_events(warehouse, events, catalog)
 
 
+# Every billing model and the invoice drafts' data tests (selectors.yml: `close`); the
+# other data tests, unit tests and full-scan checks run in CI with the `billing` selector.
+CLOSE_DBT_ARGS = ("build", "--selector", "close")
+# Every billing model and every test (`billhouse close --all-checks`).
+ALL_CHECKS_DBT_ARGS = ("build", "--selector", "billing")
+
+
 def close_variables(as_of: datetime, since: datetime | None = None, timezone_name: str | None = None) -> dict[str, str]:
     """The dbt vars of a close over (since, as_of], optionally for one timezone's customers."""
     variables = {"as_of": _iso(as_of)}
@@ -97,7 +104,7 @@ def close(
     *,
     since: datetime | None = None,
     timezone_name: str | None = None,
-    dbt_args: tuple[str, ...] = ("build",),
+    dbt_args: tuple[str, ...] = CLOSE_DBT_ARGS,
 ) -> CloseReport:
     """Bill every period ended by ``as_of``; ``refresh_finance_marts=False`` skips the
     finance marts (a preview such as ``simulate`` has no finance reader)."""

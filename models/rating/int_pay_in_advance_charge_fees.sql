@@ -49,7 +49,9 @@ candidate_events as (
     inner join per_event_charges
         on subscriptions.plan_code = per_event_charges.plan_code
         and events.billable_metric_code = per_event_charges.billable_metric_code
-    where greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
+    -- a column of the events: without per-event charges the scan reads nothing more
+    where events.billable_metric_code in (select billable_metric_code from per_event_charges)
+        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
         and greatest(events.event_at, events.ingested_at)
             >= {{ billhouse.utc_instant(var('close_from')) }} - interval '3' day
     {% if var('close_timezone') %}
