@@ -14,3 +14,19 @@
 {% macro clickhouse__event_identity_hash(external_subscription_id, transaction_id) -%}
     cityHash64({{ external_subscription_id }}, {{ transaction_id }})
 {%- endmacro %}
+
+
+{#- The identity hash of a raw event row: on ClickHouse the stored column (MATERIALIZED
+    at insert, billhouse/raw_tables.py), elsewhere computed. Both equal
+    event_identity_hash(external_subscription_id, transaction_id). -#}
+{% macro raw_event_identity_hash() -%}
+    {{ return(adapter.dispatch('raw_event_identity_hash', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__raw_event_identity_hash() -%}
+    {{ billhouse.event_identity_hash('external_subscription_id', 'transaction_id') }}
+{%- endmacro %}
+
+{% macro clickhouse__raw_event_identity_hash() -%}
+    identity_hash
+{%- endmacro %}

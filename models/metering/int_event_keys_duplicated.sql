@@ -8,10 +8,10 @@ with events as (
 
 final as (
     select
-        {{ billhouse.event_identity_hash('external_subscription_id', 'transaction_id') }} as identity_hash,
+        identity_hash,
         count(*) as copies
     from events
-    group by {{ billhouse.event_identity_hash('external_subscription_id', 'transaction_id') }}
+    group by identity_hash
     having count(*) > 1
 )
 

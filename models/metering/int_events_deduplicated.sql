@@ -22,8 +22,7 @@ single_copies as (
         properties,
         ingested_at
     from events
-    where {{ billhouse.event_identity_hash('external_subscription_id', 'transaction_id') }}
-        not in (select identity_hash from duplicated_keys)
+    where identity_hash not in (select identity_hash from duplicated_keys)
 ),
 
 ranked_copies as (
@@ -39,8 +38,7 @@ ranked_copies as (
             order by ingested_at, event_at, billable_metric_code, properties
         ) as copy_number
     from events
-    where {{ billhouse.event_identity_hash('external_subscription_id', 'transaction_id') }}
-        in (select identity_hash from duplicated_keys)
+    where identity_hash in (select identity_hash from duplicated_keys)
 ),
 
 first_copies as (
