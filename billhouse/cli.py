@@ -116,6 +116,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"late-event adjustment on {number}: {fee.invoice_display_name} for"
                   f" {fee.period_start:%Y-%m-%d}–{fee.period_end:%Y-%m-%d},"
                   f" {format_minor_units(fee.amount_cents, currency[number])}")
+        for note in report.credit_notes:  # unused days of a terminated pay-in-advance period
+            print(f"credit note {note.number} ({note.reason}) on {note.invoice_number} for"
+                  f" {note.external_customer_id}: {format_minor_units(note.total_amount_cents, note.currency)}")
         for line in collection_summary(report):  # issue 6: payments and webhooks of the close
             print(line)
     elif args.command == "simulate":

@@ -145,6 +145,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 "created": len(report.created),
                 "created_numbers": ", ".join(i.number for i in report.created),
                 "late_adjustments": len(report.adjustments),
+                "termination_credit_notes": ", ".join(note.number for note in report.credit_notes),
             }
         )
 

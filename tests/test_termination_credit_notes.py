@@ -133,6 +133,8 @@ plans:
   - {code: premium_6000, name: Premium, interval: monthly, amount_cents: 6000, amount_currency: EUR,
      pay_in_advance: true, charges: []}
   - {code: arrears_1000, name: Arrears, interval: monthly, amount_cents: 1000, amount_currency: EUR, charges: []}
+  - {code: arrears_usage, name: Arrears with usage, interval: monthly, amount_cents: 1000, amount_currency: EUR,
+     charges: [{billable_metric_code: calls, charge_model: standard, properties: {amount: "0.10"}}]}
 customers:
   - {external_id: cus_march, currency: EUR}
   - {external_id: cus_paris, currency: EUR, timezone: Europe/Paris}
@@ -142,6 +144,7 @@ customers:
   - {external_id: cus_upgrade, currency: EUR}
   - {external_id: cus_vat, currency: EUR, tax_codes: [vat_20]}
   - {external_id: cus_capped, currency: EUR}
+  - {external_id: cus_retro, currency: EUR}
 subscriptions:
   - {external_id: sub_march, external_customer_id: cus_march, plan_code: advance_3100,
      subscription_at: "2026-03-01T00:00:00Z"}
@@ -161,6 +164,8 @@ subscriptions:
      subscription_at: "2026-04-01T00:00:00Z"}
   - {external_id: sub_capped, external_customer_id: cus_capped, plan_code: advance_3000,
      subscription_at: "2026-04-01T00:00:00Z"}
+  - {external_id: sub_retro, external_customer_id: cus_retro, plan_code: arrears_usage,
+     subscription_at: "2026-03-01T00:00:00Z"}
 """)
 
 # recorded after close 1: terminations inside the billed periods, and an upgrade
@@ -171,7 +176,15 @@ TERMINATIONS = {
     "sub_lastday": "2026-04-30T18:00:00Z",
     "sub_vat": "2026-04-20T08:00:00Z",
     "sub_capped": "2026-04-20T08:00:00Z",
+    # in arrears, March already invoiced (April 1) with its usage: recorded afterwards
+    "sub_retro": "2026-03-10T15:00:00Z",
 }
+# five calls in March for sub_retro, at 0.10: 50 cents of usage on the April 1 invoice
+RETRO_EVENTS = [
+    {"transaction_id": f"retro-{i}", "external_subscription_id": "sub_retro", "code": "calls",
+     "timestamp": f"2026-03-{i + 2:02d}T12:00:00Z", "properties": {}}
+    for i in range(5)
+]
 UPGRADE = {"external_id": "sub_premium", "external_customer_id": "cus_upgrade", "plan_code": "premium_6000",
            "subscription_at": "2026-04-16T09:00:00Z", "previous_subscription_id": "sub_basic"}
 
@@ -218,7 +231,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("termination")))
     terms = parse_commercial_terms(DOCUMENT)
     try:
-        load_inputs(settings, parse_catalog(DOCUMENT), [])
+        load_inputs(settings, parse_catalog(DOCUMENT), RETRO_EVENTS)
         first = close(settings, AS_OF_1, terms=terms, refresh_finance_marts=False)
         with ledger(settings) as conn:
             (capped,) = [i for i in list_invoices(conn) if i.external_customer_id == "cus_capped"]
@@ -307,12 +320,27 @@ def test_the_credit_never_exceeds_what_the_invoice_has_left(scenario: Scenario) 
     assert scenario.termination_notes("cus_capped") == [("2026-04-01", "order_cancellation", 500)]
 
 
+def test_a_termination_recorded_after_its_period_was_invoiced_does_not_bill_it_again(
+    scenario: Scenario,
+) -> None:
+    # close 1 billed March on April 1: 1000 + 5 calls × 0.10 = 1050. Terminated March 10
+    # afterwards, the period would now close on March 11 with the same fee keys: nothing
+    # is drafted again (no March 11 invoice), the close does not fail, and the unused
+    # days of the fee are credited: 1000 × 21/31 = 677.42 → 677
+    assert scenario.invoice("cus_retro", "2026-04-01").sub_total_cents == 1050
+    with ledger(scenario.settings) as conn:
+        dates = sorted(i.issuing_date.isoformat() for i in list_invoices(conn) if i.external_customer_id == "cus_retro")
+    assert dates == ["2026-04-01"]
+    assert scenario.termination_notes("cus_retro") == [("2026-04-01", "order_cancellation", 677)]
+
+
 def test_rerunning_the_close_issues_no_credit_note_and_no_invoice(scenario: Scenario) -> None:
-    assert len(scenario.second.credit_notes) == 8  # march 2, paris 2, april, upgrade, vat, capped
+    # march 2, paris 2, april, upgrade, vat, capped, retro
+    assert len(scenario.second.credit_notes) == 9
     assert (scenario.rerun.credit_notes, scenario.rerun.created) == ([], [])
     with ledger(scenario.settings) as conn:
         count = conn.execute("SELECT count(*) FROM credit_notes").fetchone()[0]
-        assert count == 9  # the 8 termination notes + the manual one
+        assert count == 10  # the 9 termination notes + the manual one
         # calling the step directly again issues nothing either
         with open_warehouse(scenario.settings) as warehouse:
             ends = read_subscription_ends(warehouse)
