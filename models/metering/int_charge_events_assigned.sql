@@ -55,7 +55,9 @@ events as (
         on events.external_subscription_id = period_charges.external_subscription_id
         and events.billable_metric_code = period_charges.billable_metric_code
     where period_charges.filter_count {{ condition }}
-        -- a column of the events, so that the scan skips the other metrics' events
+        -- columns of the events, so that the scan skips the events of subscriptions not
+        -- closing now (a one-timezone close) and of other metrics before joining
+        and events.external_subscription_id in (select external_subscription_id from period_charges)
         and events.billable_metric_code in (
             select billable_metric_code from charges where filter_count {{ condition }}
         )
