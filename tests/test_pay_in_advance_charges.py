@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -94,12 +94,16 @@ CASES = {  # subscription -> (plan, its one charge, customer timezone)
     "filtered": ("p_filtered", FILTERED, "UTC"),
     "grouped": ("p_grouped", GROUPED, "Europe/Paris"),
     "vol": ("p_vol", _charge("units", "volume", VOLUME), "UTC"),
+    "neg": ("p_neg", _charge("units", "standard", {"amount": "1"}), "UTC"),
+    "ceil": ("p_ceil", _charge("rounded", "standard", {"amount": "1"}), "UTC"),
 }
 
 CATALOG = {
     "billable_metrics": [
         {"code": "calls", "aggregation_type": "count_agg"},
         {"code": "units", "aggregation_type": "sum_agg", "field_name": "units"},
+        {"code": "rounded", "aggregation_type": "sum_agg", "field_name": "units",
+         "rounding_function": "ceil", "rounding_precision": 0},
     ],
     "plans": [_plan(plan, charge) for plan, charge in {p: c for p, c, _ in CASES.values()}.items()],
     "customers": [{"external_id": f"cus_{sub}", "currency": "EUR", "timezone": tz}
@@ -125,12 +129,13 @@ class Fee:
     cents: int
 
 
-def _on_time(sub: str, tx: str, hour: int, units: str | None, cents: int, issued: str = "2026-10-06",
+def _on_time(sub: str, tx: str, hour: int, units: str | None, cents: int, units_billed: str | None = None,
              **extra: Any) -> Fee:
-    """An event on October 5 (UTC), ingested at noon the same day: billed at October 6's midnight."""
+    """An event on October 5 (UTC), ingested at noon the same day: billed at October 6's midnight.
+    ``units_billed``: the units the fee shows when they differ from the event's value."""
     properties = {"units": units, **extra} if units is not None else dict(extra)
-    return Fee(sub, tx, f"2026-10-05T{hour:02d}:00:00Z", "2026-10-05T12:00:00Z", properties, issued,
-               units or "1", cents)
+    return Fee(sub, tx, f"2026-10-05T{hour:02d}:00:00Z", "2026-10-05T12:00:00Z", properties, "2026-10-06",
+               units_billed or units or "1", cents)
 
 
 FEES: list[Fee] = [
@@ -172,6 +177,15 @@ FEES: list[Fee] = [
     _on_time("filtered", "f5", 5, "2", 100),  # no region -> default: amount(14) = 12; - 11 = 1
     _on_time("filtered", "f6", 6, "1", 300, region="eu", tier="gold"),  # first filter: 1 x 3 = 3
     _on_time("filtered", "f7", 7, "1", 50, region="us", tier="gold"),  # default: 12.5 - 12 = 0.5
+    # standard 1 per unit with a negative value: the running total 3 -> -2 (priced as 0)
+    # -> 2; an event lowering the priced units gets a negative fee: 3, 0 - 3, 2 - 0
+    _on_time("neg", "n1", 1, "3", 300),
+    _on_time("neg", "n2", 2, "-5", -300, units_billed="-3"),
+    _on_time("neg", "n3", 3, "4", 200, units_billed="2"),
+    # rounding_function ceil on the running total: 0.2 -> 1, 0.4 -> 1, 1.1 -> 2 units
+    _on_time("ceil", "r1", 1, "0.2", 100, units_billed="1"),
+    _on_time("ceil", "r2", 2, "0.2", 0, units_billed="0"),
+    _on_time("ceil", "r3", 3, "0.7", 100, units_billed="1"),
     # grouped package (Paris): 1 per 10 units, one running total per workspace
     Fee("grouped", "w1", "2026-10-05T08:00:00Z", "2026-10-05T12:00:00Z", {"units": "6", "workspace": "a"},
         "2026-10-06", "6", 100),  # a: 6 -> 1 package
@@ -236,7 +250,7 @@ def _load(settings: Settings) -> None:
     catalog = parse_catalog(CATALOG, source="tests/test_pay_in_advance_charges.py")
     batches: dict[str, list[dict]] = defaultdict(list)
     for fee in [*FEES, *VOLUME_EVENTS, RESENT]:
-        code = "calls" if fee.subscription == "std" else "units"
+        code = CASES[fee.subscription][1]["billable_metric_code"]
         batches[fee.ingested_at].append({"transaction_id": fee.transaction_id, "external_subscription_id": fee.subscription,
                                          "code": code, "timestamp": fee.event_at, "properties": fee.properties})
     with open_warehouse(settings) as warehouse:
@@ -311,7 +325,7 @@ def test_fees_of_a_period_add_up_to_the_arrears_amount_of_its_events(run: Run) -
         assert abs(sum(f["amount_cents"] for f in fees) - arrears["amount_cents"]) <= len(fees)
         models.add(arrears["charge_model"])
     assert models == {"standard", "graduated", "package", "percentage", "graduated_percentage"}
-    assert len(by_bucket) == 12  # 5 one-bucket charges + grad_late's two periods + 3 filters + 2 groups
+    assert len(by_bucket) == 14  # 7 one-bucket charges + grad_late's two periods + 3 filters + 2 groups
 
 
 def test_per_event_rounding_differs_from_one_arrears_rounding_by_at_most_one_unit_per_event(run: Run) -> None:
@@ -324,18 +338,21 @@ def test_per_event_rounding_differs_from_one_arrears_rounding_by_at_most_one_uni
 
 def test_python_reference_gives_every_fee_in_billing_order(run: Run) -> None:
     charges = {sub: charge for sub, (_, charge, _) in CASES.items()}
+    values = {f.transaction_id: Decimal(f.properties.get("units", "1")) for f in FEES}
     by_bucket: dict[str, list[dict]] = defaultdict(list)
     for fee in run.fees:
         by_bucket[fee["bucket_key"]].append(fee)
     for fees in by_bucket.values():
         fees.sort(key=lambda f: f["event_number"])
-        charge = charges[fees[0]["external_subscription_id"]]
+        subscription = fees[0]["external_subscription_id"]
+        charge = charges[subscription]
         properties = charge["properties"]
         if fees[0]["filter_index"] >= 0:
             properties = charge["filters"][fees[0]["filter_index"]]["properties"]
         amount_of = per_event_ref.amount_of_events(charge["charge_model"], properties)
-        values = [f["units"] for f in fees]  # sum_agg / count_agg: an event's units are its value
-        expected = per_event_ref.per_event_amounts(values, amount_of)
+        if subscription == "ceil":  # the metric's rounding_function on the running total
+            amount_of = per_event_ref.amount_of_events(charge["charge_model"], properties, rounding=ROUND_CEILING)
+        expected = per_event_ref.per_event_amounts([values[f["transaction_id"]] for f in fees], amount_of)
         assert [f["precise_amount"] for f in fees] == expected, fees[0]["bucket_key"]
 
 

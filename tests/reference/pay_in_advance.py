@@ -30,11 +30,14 @@ def per_event_amounts(values: Sequence[ref.Number], amount_of: AmountOfEvents) -
     return fees
 
 
-def amount_of_events(charge_model: str, properties: Mapping[str, Any]) -> AmountOfEvents:
-    """The arrears amount of a list of event values, for one charge model (reference)."""
+def amount_of_events(charge_model: str, properties: Mapping[str, Any], rounding: str | None = None) -> AmountOfEvents:
+    """The arrears amount of a list of event values, for one charge model (reference);
+    ``rounding`` (a decimal rounding mode) rounds the summed units to whole units first,
+    as a metric's rounding_function with precision 0."""
 
     def total(values: Sequence[Decimal]) -> Decimal:
-        return sum(values, Decimal(0))
+        units = sum(values, Decimal(0))
+        return units.to_integral_value(rounding=rounding) if rounding else units
 
     if charge_model == "standard":
         return lambda values: ref.standard(total(values), properties["amount"])
