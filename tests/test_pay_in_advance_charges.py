@@ -413,3 +413,85 @@ def test_both_warehouses_bill_identical_per_event_fees(chdb_run: Run, postgres_r
 
     assert comparable(chdb_run) == comparable(postgres_run)
     assert len(chdb_run.fees) == len(FEES)
+
+
+# --- through the ledger: closes, a re-run and a late event (chDB) --------------------------
+
+LEDGER_CATALOG = {
+    "billable_metrics": [{"code": "units", "aggregation_type": "sum_agg", "field_name": "units"}],
+    "plans": [{"code": "p_both", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR", "charges": [
+        _charge("units", "graduated", GRADUATED),  # charge p_both/0: per event
+        {"billable_metric_code": "units", "charge_model": "standard", "properties": {"amount": "0.01"}},  # arrears
+    ]}],
+    "customers": [{"external_id": "cus_both", "currency": "EUR", "timezone": "UTC"}],
+    "subscriptions": [{"external_id": "both", "external_customer_id": "cus_both", "plan_code": "p_both",
+                       "subscription_at": "2026-10-01T00:00:00Z"}],
+}
+
+
+def _unit_event(tx: str, at: str, units: str) -> dict:
+    return {"transaction_id": tx, "external_subscription_id": "both", "code": "units", "timestamp": at,
+            "properties": {"units": units}}
+
+
+@dataclass
+class Ledgered:
+    october: Any  # CloseReport of (Oct 5, Nov 1]
+    november: Any  # CloseReport of (Nov 1, Nov 6], after a late event arrived
+    rerun: Any  # CloseReport of everything up to Nov 6 again
+    rerun_drafts: list[dict]
+
+
+@pytest.fixture(scope="module")
+def ledgered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledgered]:
+    from billhouse.close import close
+
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("advance-ledger")))
+    catalog = parse_catalog(LEDGER_CATALOG, source="tests/test_pay_in_advance_charges.py")
+    nov_1, nov_6 = datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 6, tzinfo=timezone.utc)
+    try:
+        with open_warehouse(settings) as warehouse:
+            warehouse.replace_catalog(catalog)
+            load_events(warehouse, [_unit_event("a1", "2026-10-05T01:00:00Z", "60"),
+                                    _unit_event("a2", "2026-10-05T02:00:00Z", "60")],
+                        catalog, ingested_at=_utc("2026-10-05T12:00:00Z"))
+            # happened before a1, arrived after a1 and a2 were billed
+            load_events(warehouse, [_unit_event("a3", "2026-10-04T10:00:00Z", "100")],
+                        catalog, ingested_at=_utc("2026-10-20T12:00:00Z"))
+        october = close(settings, nov_1, since=datetime(2026, 10, 5, tzinfo=timezone.utc),
+                        refresh_finance_marts=False)
+        with open_warehouse(settings) as warehouse:
+            # October's last hour, arrived after October's invoice
+            load_events(warehouse, [_unit_event("a4", "2026-10-31T23:00:00Z", "30")],
+                        catalog, ingested_at=_utc("2026-11-05T12:00:00Z"))
+        november = close(settings, nov_6, since=nov_1, refresh_finance_marts=False)
+        rerun = close(settings, nov_6, refresh_finance_marts=False)
+        rerun_drafts = _query(settings, "select * from billhouse.fct_invoice_draft_fees")
+        yield Ledgered(october, november, rerun, rerun_drafts)
+    finally:
+        stop_ledger(settings)
+
+
+def test_closes_invoice_each_event_fee_once_and_a_rerun_changes_nothing(ledgered: Ledgered) -> None:
+    issued = {(str(i.issuing_date), f.fee_key.split("/")[-1] if "/event/" in f.fee_key else f.kind, f.amount_cents)
+              for i in [*ledgered.october.invoices, *ledgered.november.invoices] for f in i.fees}
+    assert issued == {
+        ("2026-10-06", "a1", 160),  # 1 + 60 x 0.01
+        ("2026-10-06", "a2", 250),  # crosses 100: 4.10 - 1.60
+        ("2026-10-21", "a3", 42),  # after a1 and a2 (billed first): 4.52 - 4.10
+        ("2026-11-01", "subscription", 0),
+        ("2026-11-01", "charge", 220),  # the arrears charge: 220 units x 0.01
+        ("2026-11-06", "a4", 3),  # 4.55 - 4.52, October's units although October is invoiced
+        # the arrears charge is re-rated for the late event: 250 x 0.01 - 2.20; the
+        # per-event charge is not (a4 has its own fee)
+        ("2026-11-06", "adjustment", 30),
+    }
+    keys = [f.fee_key for i in ledgered.rerun.invoices for f in i.fees]
+    assert len(keys) == len(set(keys)) == 7
+    assert ledgered.rerun.created == []
+    # the re-run recomputes every per-event fee exactly as it was invoiced
+    invoiced = {f.fee_key: f.amount_cents for i in ledgered.rerun.invoices for f in i.fees if "/event/" in f.fee_key}
+    drafted = {f["fee_key"]: f["amount_cents"] for f in ledgered.rerun_drafts if "/event/" in f["fee_key"]}
+    assert drafted == invoiced and len(invoiced) == 4
+    [adjustment] = [f for _, f in ledgered.november.adjustments]
+    assert adjustment.charge_id == "p_both/1"
