@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
@@ -76,8 +76,9 @@ GROUPED = {"billable_metric_code": "units", "charge_model": "package", "pay_in_a
            "properties": {"amount": "1", "package_size": 10}, "grouped_by": ["workspace"]}
 
 
-def _plan(code: str, charge: dict) -> dict:
-    return {"code": code, "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR", "charges": [charge]}
+def _plan(code: str, charge: dict, interval: str = "monthly", **extra: Any) -> dict:
+    return {"code": code, "interval": interval, "amount_cents": 0, "amount_currency": "EUR", "charges": [charge],
+            **extra}
 
 
 def _charge(metric: str, model: str, properties: dict) -> dict:
@@ -98,6 +99,15 @@ CASES = {  # subscription -> (plan, its one charge, customer timezone)
     "ceil": ("p_ceil", _charge("rounded", "standard", {"amount": "1"}), "UTC"),
 }
 
+# the billing clock of the charge period: (subscription, plan interval, plan extras, subscription extras)
+CLOCKS = {
+    "weekly": ("weekly", {}, {"subscription_at": "2026-10-01T00:00:00Z"}),
+    "sliced": ("yearly", {"bill_charges_monthly": True},
+               {"subscription_at": "2026-01-31T00:00:00Z", "billing_time": "anniversary"}),
+    "terminated": ("quarterly", {}, {"subscription_at": "2026-08-31T00:00:00Z", "billing_time": "anniversary",
+                                     "terminated_at": "2026-10-20T15:00:00Z"}),
+}
+
 CATALOG = {
     "billable_metrics": [
         {"code": "calls", "aggregation_type": "count_agg"},
@@ -105,14 +115,23 @@ CATALOG = {
         {"code": "rounded", "aggregation_type": "sum_agg", "field_name": "units",
          "rounding_function": "ceil", "rounding_precision": 0},
     ],
-    "plans": [_plan(plan, charge) for plan, charge in {p: c for p, c, _ in CASES.values()}.items()],
+    "plans": [
+        *[_plan(plan, charge) for plan, charge in {p: c for p, c, _ in CASES.values()}.items()],
+        *[_plan(f"p_{sub}", _charge("units", "graduated", GRADUATED), interval, **extra)
+          for sub, (interval, extra, _) in CLOCKS.items()],
+    ],
     "customers": [{"external_id": f"cus_{sub}", "currency": "EUR", "timezone": tz}
                   for sub, (_, _, tz) in CASES.items()],
-    "subscriptions": [{"external_id": sub, "external_customer_id": f"cus_{sub}", "plan_code": plan,
-                       "subscription_at": "2026-10-01T00:00:00+02:00" if tz == "Europe/Paris"
-                       else "2026-10-01T00:00:00Z"}
-                      for sub, (plan, _, tz) in CASES.items()],
+    "subscriptions": [
+        *[{"external_id": sub, "external_customer_id": f"cus_{sub}", "plan_code": plan,
+           "subscription_at": "2026-10-01T00:00:00+02:00" if tz == "Europe/Paris" else "2026-10-01T00:00:00Z"}
+          for sub, (plan, _, tz) in CASES.items()],
+        *[{"external_id": sub, "external_customer_id": "cus_grad", "plan_code": f"p_{sub}", **extra}
+          for sub, (_, _, extra) in CLOCKS.items()],
+    ],
 }
+for _sub in CLOCKS:
+    CASES[_sub] = (f"p_{_sub}", _charge("units", "graduated", GRADUATED), "UTC")
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,28 @@ FEES: list[Fee] = [
         "2026-11-11", "50", 150),
 ]
 
+
+def _at(sub: str, tx: str, day: str, units: str, cents: int) -> Fee:
+    """An event at 10:00 UTC on ``day``, ingested at noon: billed at the next midnight."""
+    issued = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    return Fee(sub, tx, f"{day}T10:00:00Z", f"{day}T12:00:00Z", {"units": units}, issued, units, cents)
+
+
+# the charge period follows the billing clock (graduated as above; 150 units alone in a
+# period: 1 + 1 + 2 + 50 x 0.005 = 4.25; in the same period as another 150: 4.60 - 4.25 = 0.35)
+FEES += [
+    _at("weekly", "wk1", "2026-10-04", "150", 425),  # Thursday Oct 1 - Monday Oct 5 (calendar weeks)
+    _at("weekly", "wk2", "2026-10-06", "150", 425),  # the next week
+    # yearly from Jan 31 billing charges monthly: slices Sep 30 - Oct 31 and Oct 31 - Nov 30
+    _at("sliced", "sl1", "2026-10-30", "150", 425),
+    _at("sliced", "sl2", "2026-10-31", "150", 425),
+    _at("sliced", "sl3", "2026-11-29", "150", 35),  # same slice as sl2
+    # quarterly from Aug 31, terminated Oct 20: the period ends after Oct 20
+    _at("terminated", "tm1", "2026-10-15", "150", 425),
+]
+# after the termination day: in no period of the subscription, not billed
+UNBILLED = [_at("terminated", "tm2", "2026-10-25", "150", 0)]
+
 # resent copy of x1 with another value: the first copy wins, nothing is billed twice
 RESENT = Fee("grad_late", "x1", "2026-10-10T10:00:00Z", "2026-10-20T00:00:00Z", {"units": "999"}, "", "0", 0)
 # volume with pay_in_advance stays in arrears: 110 units x 0.015 + 1 = 2.65 on November 1's invoice
@@ -249,7 +290,7 @@ class Run:
 def _load(settings: Settings) -> None:
     catalog = parse_catalog(CATALOG, source="tests/test_pay_in_advance_charges.py")
     batches: dict[str, list[dict]] = defaultdict(list)
-    for fee in [*FEES, *VOLUME_EVENTS, RESENT]:
+    for fee in [*FEES, *VOLUME_EVENTS, *UNBILLED, RESENT]:
         code = CASES[fee.subscription][1]["billable_metric_code"]
         batches[fee.ingested_at].append({"transaction_id": fee.transaction_id, "external_subscription_id": fee.subscription,
                                          "code": code, "timestamp": fee.event_at, "properties": fee.properties})
@@ -325,7 +366,8 @@ def test_fees_of_a_period_add_up_to_the_arrears_amount_of_its_events(run: Run) -
         assert abs(sum(f["amount_cents"] for f in fees) - arrears["amount_cents"]) <= len(fees)
         models.add(arrears["charge_model"])
     assert models == {"standard", "graduated", "package", "percentage", "graduated_percentage"}
-    assert len(by_bucket) == 14  # 7 one-bucket charges + grad_late's two periods + 3 filters + 2 groups
+    # 7 one-bucket charges + grad_late's two periods + 3 filters + 2 groups + 2 weeks + 2 slices + 1 quarter
+    assert len(by_bucket) == 19
 
 
 def test_per_event_rounding_differs_from_one_arrears_rounding_by_at_most_one_unit_per_event(run: Run) -> None:
@@ -387,9 +429,9 @@ def test_consecutive_close_windows_bill_each_fee_once_with_the_same_amount(run: 
         return r["fee_key"], r["issuing_date"], r["units"], r["precise_amount"], r["amount_cents"]
 
     assert sorted(map(key, windowed)) == sorted(map(key, run.fees))
-    # the first window (through Oct 12) bills the October 5-11 events; x2 and x3 come later
-    assert {r["transaction_id"] for r in run.window_fees[1]} == {"x2", "x3"}
-    assert {r["transaction_id"] for r in run.window_fees[2]} == {"x4"}
+    # the first window (through Oct 12) bills the October 4-11 events; x2 and x3 come later
+    assert {r["transaction_id"] for r in run.window_fees[1]} == {"x2", "x3", "tm1", "sl1", "sl2"}
+    assert {r["transaction_id"] for r in run.window_fees[2]} == {"x4", "sl3"}
 
 
 def test_invoice_drafts_carry_per_event_fees_and_no_arrears_fee_for_their_charges(run: Run) -> None:
