@@ -506,8 +506,9 @@ def ledgered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledgered]:
             # October's last hour, arrived after October's invoice
             load_events(warehouse, [_unit_event("a4", "2026-10-31T23:00:00Z", "30")],
                         catalog, ingested_at=_utc("2026-11-05T12:00:00Z"))
-        november = close(settings, nov_6, since=nov_1, refresh_finance_marts=False)
-        rerun = close(settings, nov_6, refresh_finance_marts=False)
+        # the data tests ran in the first close (and in the build of the other fixtures)
+        november = close(settings, nov_6, since=nov_1, refresh_finance_marts=False, dbt_args=("run",))
+        rerun = close(settings, nov_6, refresh_finance_marts=False, dbt_args=("run",))
         rerun_drafts = _query(settings, "select * from billhouse.fct_invoice_draft_fees")
         yield Ledgered(october, november, rerun, rerun_drafts)
     finally:
