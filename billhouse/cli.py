@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     close.add_argument("--as-of", required=True, help="ISO 8601 instant, e.g. 2026-12-01T00:00:00Z")
     close.add_argument("--since", help="only periods ending after this instant (a close window)")
     close.add_argument("--timezone", help="only the customers of this IANA timezone (as a Dagster close does)")
+    close.add_argument("--all-checks", action="store_true",
+                       help="also run every dbt data and unit test, including the full scans of the events")
     simulate = commands.add_parser("simulate", help="preview the invoices of a scenario file")
     simulate.add_argument("scenario", type=Path)
     simulate.add_argument("--json", action="store_true", help="print JSON (scenario-format.md)")
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             apply_commercial_terms(conn, terms)
         print(f"loaded {args.catalog} and {count} events into {settings.data_dir}")
     elif args.command == "close":
-        from billhouse.close import close, collection_summary
+        from billhouse.close import ALL_CHECKS_DBT_ARGS, CLOSE_DBT_ARGS, close, collection_summary
         from billhouse.summary import print_invoices
         from invoicing.money import format_minor_units
 
@@ -104,7 +106,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
                 ZoneInfo(args.timezone)
             except (ZoneInfoNotFoundError, ValueError) as error:
                 raise CatalogError("--timezone", "timezone", f"unknown IANA timezone {args.timezone!r}") from error
-        report = close(settings, instants["as_of"], since=instants["since"], timezone_name=args.timezone)
+        dbt_args = ALL_CHECKS_DBT_ARGS if args.all_checks else CLOSE_DBT_ARGS
+        report = close(settings, instants["as_of"], since=instants["since"], timezone_name=args.timezone,
+                       dbt_args=dbt_args)
         print(f"dbt: {report.dbt_summary}")
         print_invoices(report.invoices, report.pdfs)
         currency = {invoice.number: invoice.currency for invoice in report.invoices}
@@ -112,6 +116,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"late-event adjustment on {number}: {fee.invoice_display_name} for"
                   f" {fee.period_start:%Y-%m-%d}–{fee.period_end:%Y-%m-%d},"
                   f" {format_minor_units(fee.amount_cents, currency[number])}")
+        for note in report.credit_notes:  # unused days of a terminated pay-in-advance period
+            print(f"credit note {note.number} ({note.reason}) on {note.invoice_number} for"
+                  f" {note.external_customer_id}: {format_minor_units(note.total_amount_cents, note.currency)}")
         for line in collection_summary(report):  # issue 6: payments and webhooks of the close
             print(line)
     elif args.command == "simulate":

@@ -4,7 +4,9 @@ Steps, each owning its engine only while it runs (chDB admits one process per st
 1. dbt builds staging → metering → rating → invoice drafts on the warehouse;
 2. the drafts are read back;
 3. each draft is finalized into the ledger in its own transaction (idempotent by
-   invoice key, gapless numbers);
+   invoice key, gapless numbers) — just before, subscriptions that ended inside a
+   period already billed get a credit note for the unused days
+   (``invoicing.termination_credits``), which this close's invoices consume;
 4. each invoice without a PDF gets one;
 5. (issue 6) payments are collected through Stripe if ``STRIPE_API_KEY`` is set, then
    the webhook outbox is delivered if endpoints are registered (``collect_and_deliver``).
@@ -35,6 +37,7 @@ from billhouse.raw_tables import BILLED_FEES, RAW_SCHEMA
 from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
 from ingestion.loader import load_landed_events
+from invoicing.credit_notes import CreditNote
 from invoicing.drafts import read_invoice_drafts
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
@@ -43,6 +46,7 @@ from invoicing.pdf import Seller, render_invoice_pdf
 from invoicing.dunning import PaymentPolicy
 from invoicing.payments import CollectionReport, collect
 from invoicing.stripe_gateway import StripeGateway
+from invoicing.termination_credits import credit_unused_subscription_days, read_subscription_ends
 from invoicing.webhooks import DeliveryReport, deliver_webhooks, list_webhook_endpoints
 
 
@@ -55,6 +59,8 @@ class CloseReport:
     # issue 6, after finalization: None = not run (no STRIPE_API_KEY / no webhook endpoint)
     payments: CollectionReport | None = None
     webhooks: DeliveryReport | None = None
+    # credit notes for the unused days of fees billed before a termination was known
+    credit_notes: list[CreditNote] = field(default_factory=list)
 
     @property
     def created(self) -> list[FinalizedInvoice]:
@@ -78,6 +84,13 @@ def load_inputs(settings: Settings, catalog: Catalog, events: list[dict]) -> int
         return load_events(warehouse, events, catalog)
 
 
+# Every billing model and the invoice drafts' data tests (selectors.yml: `close`); the
+# other data tests, unit tests and full-scan checks run in CI with the `billing` selector.
+CLOSE_DBT_ARGS = ("build", "--selector", "close")
+# Every billing model and every test (`billhouse close --all-checks`).
+ALL_CHECKS_DBT_ARGS = ("build", "--selector", "billing")
+
+
 def close_variables(as_of: datetime, since: datetime | None = None, timezone_name: str | None = None) -> dict[str, str]:
     """The dbt vars of a close over (since, as_of], optionally for one timezone's customers."""
     variables = {"as_of": _iso(as_of)}
@@ -97,7 +110,7 @@ def close(
     *,
     since: datetime | None = None,
     timezone_name: str | None = None,
-    dbt_args: tuple[str, ...] = ("build",),
+    dbt_args: tuple[str, ...] = CLOSE_DBT_ARGS,
 ) -> CloseReport:
     """Bill every period ended by ``as_of``; ``refresh_finance_marts=False`` skips the
     finance marts (a preview such as ``simulate`` has no finance reader)."""
@@ -126,11 +139,14 @@ def finish_close(
     as_of_utc = as_of.astimezone(timezone.utc)
     with open_warehouse(settings) as warehouse:
         drafts = read_invoice_drafts(warehouse)
+        subscription_ends = read_subscription_ends(warehouse)
     report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
     with ledger(settings) as conn:
         migrate(conn)
         if terms is not None:  # coupons, taxes, wallets from the catalog (idempotent)
             apply_commercial_terms(conn, terms)
+        # before finalizing: the invoices this close issues consume the credit
+        report.credit_notes = credit_unused_subscription_days(conn, subscription_ends, as_of_utc)
         report.invoices = finalize_drafts(conn, drafts)
         for invoice in report.invoices:
             pdf = Path(invoice.pdf_path) if invoice.pdf_path else None

@@ -1,7 +1,8 @@
 """Dagster definitions: the billing close as assets, partitions and per-timezone schedules.
 
 The dbt billing models are assets (dagster-dbt, over the manifest, chdb target, the
-project's default `billing` selector; the finance marts are refreshed by the invoices
+project's `close` selector — every billing model, with the invoice drafts' data tests as
+asset checks; the other tests run in CI; the finance marts are refreshed by the invoices
 step after finalization, as in the CLI close); the invoices
 (finalize into the ledger, PDFs, billed-fee mirror) are one asset downstream of
 ``fct_invoice_drafts``. Both are partitioned by (billing day, customer timezone): the
@@ -112,7 +113,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         }
     )
 
-    @dbt_assets(manifest=manifest_path, selector="billing", partitions_def=partitions, name="billhouse_dbt")
+    @dbt_assets(manifest=manifest_path, selector="close", partitions_def=partitions, name="billhouse_dbt")
     def billhouse_dbt(context: AssetExecutionContext, dbt: DbtCliResource):
         day, tz_name = partition_of(context)
         since, as_of = checked_close_window(day, tz_name)
@@ -144,6 +145,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
                 "created": len(report.created),
                 "created_numbers": ", ".join(i.number for i in report.created),
                 "late_adjustments": len(report.adjustments),
+                "termination_credit_notes": ", ".join(note.number for note in report.credit_notes),
             }
         )
 

@@ -31,7 +31,7 @@ def utc_close(tmp_path_factory: pytest.TempPathFactory) -> str:
     try:
         with redirect_stdout(out):
             assert main(["--data-dir", str(data_dir), "close", "--as-of", "2026-11-01T00:00:00Z",
-                         "--since", "2026-10-31T00:00:00Z", "--timezone", "UTC"]) == 0
+                         "--since", "2026-10-31T00:00:00Z", "--timezone", "UTC", "--all-checks"]) == 0
         yield out.getvalue()
     finally:
         stop_ledger(settings)
@@ -40,6 +40,12 @@ def utc_close(tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_a_timezone_close_invoices_only_that_timezones_customers(utc_close: str) -> None:
     customers = re.findall(r"^BH-\d{6}\s+(\S+)", utc_close, re.M)
     assert sorted(customers) == ["cus_a", "cus_b"]
+
+
+def test_all_checks_runs_every_test_of_the_billing_selector(utc_close: str) -> None:
+    """--all-checks: the unit tests and full-scan checks too, not only the drafts' tests."""
+    [total] = re.findall(r"^dbt: .*?TOTAL=(\d+)", utc_close, re.M)
+    assert int(total) > 250  # the close selector alone builds about 55 nodes
 
 
 @pytest.mark.parametrize(

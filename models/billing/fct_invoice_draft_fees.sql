@@ -41,6 +41,11 @@ currencies as (
     select * from {{ ref('currencies') }}
 ),
 
+-- the fees of finalized invoices (mirrored from the ledger after each close)
+billed_fees as (
+    select * from {{ source('billhouse', 'billed_fees') }} {{ 'final' if target.type in ('clickhouse', 'chdb') else '' }}
+),
+
 unioned as (
     select
         subscription_fees.fee_key as fee_key,
@@ -178,7 +183,7 @@ unioned as (
     from adjustment_fees
 ),
 
-final as (
+keyed as (
     select
         concat(
             external_customer_id, '/', currency, '/',
@@ -206,6 +211,21 @@ final as (
         precise_amount,
         amount_cents
     from unioned
+),
+
+{#- A fee already on a finalized invoice is never drafted onto another one. It happens
+    when a termination is recorded after its period was invoiced: the period is cut,
+    closes earlier, and would land on a new invoice date with the same fee keys. What
+    was invoiced stands; the unused subscription days are credited (termination credit
+    notes, docs/billing-clock.md). A re-run drafts the same invoice again (same key),
+    which the ledger returns unchanged. -#}
+final as (
+    select keyed.*
+    from keyed
+    left join billed_fees
+        on keyed.fee_key = billed_fees.fee_key
+    where billed_fees.fee_key is null
+        or billed_fees.invoice_key = keyed.invoice_key
 )
 
 select * from final

@@ -4,17 +4,22 @@
     match; -1 = the charge's default properties) and its group ('' without grouped_by).
     Recurring metrics also carry the events before the period (in_period = 0), whose
     values carry over.
+
+    A view, read once per close by int_charge_events_aggregated (and, restricted to
+    their metrics' events, by the unique-count and percentage models). What the catalog
+    does not use (filters, grouped_by, unique counts: catalog_features) is left out of
+    the SQL, so an event costs only the reads its charges need.
 -#}
-with periods as (
-    select * from {{ ref('int_billing_periods') }}
+{{ config(materialized='view') }}
+{%- set features = billhouse.catalog_features() -%}
+{%- set counts_uniques = 'unique_count_agg' in features['aggregation_types'] %}
+
+with period_charges as (
+    select * from {{ ref('int_billing_period_charges') }}
 ),
 
 charges as (
     select * from {{ ref('stg_billhouse__charges') }}
-),
-
-metrics as (
-    select * from {{ ref('stg_billhouse__billable_metrics') }}
 ),
 
 filter_values as (
@@ -25,27 +30,12 @@ events as (
     select * from {{ ref('int_events_deduplicated') }}
 ),
 
-period_charges as (
-    select
-        periods.subscription_period_key as subscription_period_key,
-        periods.external_subscription_id as external_subscription_id,
-        periods.period_start as period_start,
-        periods.period_end as period_end,
-        charges.charge_id as charge_id,
-        charges.billable_metric_code as billable_metric_code,
-        charges.grouped_by as grouped_by,
-        charges.filter_count as filter_count,
-        metrics.aggregation_type as aggregation_type,
-        metrics.field_name as field_name,
-        metrics.recurring as recurring
-    from periods
-    inner join charges
-        on periods.plan_code = charges.plan_code
-    inner join metrics
-        on charges.billable_metric_code = metrics.billable_metric_code
-),
+{#- Charges without filters (the common case) skip the filter matching entirely; a
+    charge with filters matches each of its events against its filters' values. -#}
+{%- for branch, condition in [('unfiltered', '= 0'), ('filtered', '> 0')] %}
+{%- if branch == 'unfiltered' or features['has_filters'] %}
 
-charge_events as (
+{{ branch }}_charge_events as (
     select
         period_charges.subscription_period_key as subscription_period_key,
         period_charges.charge_id as charge_id,
@@ -53,19 +43,28 @@ charge_events as (
         period_charges.aggregation_type as aggregation_type,
         period_charges.field_name as field_name,
         period_charges.grouped_by as grouped_by,
-        period_charges.filter_count as filter_count,
+        period_charges.recurring as recurring,
         period_charges.period_start as period_start,
+        period_charges.period_end as period_end,
         events.transaction_id as transaction_id,
         events.event_at as event_at,
         events.ingested_at as ingested_at,
         events.properties as properties
-    from period_charges
-    inner join events
-        on period_charges.external_subscription_id = events.external_subscription_id
-        and period_charges.billable_metric_code = events.billable_metric_code
-    where events.event_at < period_charges.period_end
+    from events
+    inner join period_charges
+        on events.external_subscription_id = period_charges.external_subscription_id
+        and events.billable_metric_code = period_charges.billable_metric_code
+    where period_charges.filter_count {{ condition }}
+        -- a column of the events, so that the scan skips the other metrics' events
+        and events.billable_metric_code in (
+            select billable_metric_code from charges where filter_count {{ condition }}
+        )
+        and events.event_at < period_charges.period_end
         and (period_charges.recurring or events.event_at >= period_charges.period_start)
 ),
+{%- endif %}
+{%- endfor %}
+{%- if features['has_filters'] %}
 
 filter_key_counts as (
     select
@@ -78,21 +77,20 @@ filter_key_counts as (
 
 filter_matches as (
     select
-        charge_events.subscription_period_key as subscription_period_key,
-        charge_events.charge_id as charge_id,
-        charge_events.transaction_id as transaction_id,
+        filtered_charge_events.subscription_period_key as subscription_period_key,
+        filtered_charge_events.charge_id as charge_id,
+        filtered_charge_events.transaction_id as transaction_id,
         filter_values.filter_index as filter_index,
         count(distinct filter_values.property_key) as matched_keys
-    from charge_events
+    from filtered_charge_events
     inner join filter_values
-        on charge_events.charge_id = filter_values.charge_id
-    where charge_events.filter_count > 0
-        and {{ billhouse.property_text('charge_events.properties', 'filter_values.property_key') }}
+        on filtered_charge_events.charge_id = filter_values.charge_id
+    where {{ billhouse.property_text('filtered_charge_events.properties', 'filter_values.property_key') }}
             = filter_values.accepted_value
     group by
-        charge_events.subscription_period_key,
-        charge_events.charge_id,
-        charge_events.transaction_id,
+        filtered_charge_events.subscription_period_key,
+        filtered_charge_events.charge_id,
+        filtered_charge_events.transaction_id,
         filter_values.filter_index
 ),
 
@@ -112,13 +110,44 @@ first_matching_filter as (
         filter_matches.charge_id,
         filter_matches.transaction_id
 ),
+{%- endif %}
+
+charge_events as (
+    select
+        unfiltered_charge_events.*,
+        -1 as filter_index
+    from unfiltered_charge_events
+{%- if features['has_filters'] %}
+    union all
+    select
+        filtered_charge_events.*,
+        coalesce(first_matching_filter.filter_index, -1) as filter_index
+    from filtered_charge_events
+    left join first_matching_filter
+        on filtered_charge_events.subscription_period_key = first_matching_filter.subscription_period_key
+        and filtered_charge_events.charge_id = first_matching_filter.charge_id
+        and filtered_charge_events.transaction_id = first_matching_filter.transaction_id
+{%- endif %}
+),
 
 final as (
     select
         charge_events.subscription_period_key as subscription_period_key,
         charge_events.charge_id as charge_id,
-        coalesce(first_matching_filter.filter_index, -1) as filter_index,
-        {{ billhouse.group_key('charge_events.properties', 'charge_events.grouped_by') }} as group_key,
+        charge_events.billable_metric_code as billable_metric_code,
+        charge_events.aggregation_type as aggregation_type,
+        charge_events.recurring as recurring,
+        charge_events.period_start as period_start,
+        charge_events.period_end as period_end,
+        charge_events.filter_index as filter_index,
+        {% if features['has_grouped_by'] -%}
+        case
+            when charge_events.grouped_by = '[]' then ''
+            else {{ billhouse.group_key('charge_events.properties', 'charge_events.grouped_by') }}
+        end
+        {%- else -%}
+        ''
+        {%- endif %} as group_key,
         charge_events.transaction_id as transaction_id,
         charge_events.event_at as event_at,
         charge_events.ingested_at as ingested_at,
@@ -128,19 +157,25 @@ final as (
             when 'custom_agg' then {{ billhouse.custom_expression_case('charge_events.billable_metric_code') }}
             else {{ billhouse.property_decimal('charge_events.properties', 'charge_events.field_name') }}
         end as event_value,
+        {% if counts_uniques -%}
         case
             when charge_events.aggregation_type = 'unique_count_agg'
             then {{ billhouse.property_text('charge_events.properties', 'charge_events.field_name') }}
-        end as distinct_value,
+        end
+        {%- else -%}
+        {{ billhouse.null_string() }}
+        {%- endif %} as distinct_value,
+        {% if counts_uniques -%}
         case
-            when {{ billhouse.property_text('charge_events.properties', "'operation_type'") }} = 'remove' then 'remove'
+            when charge_events.aggregation_type = 'unique_count_agg'
+                and {{ billhouse.property_text('charge_events.properties', "'operation_type'") }} = 'remove'
+            then 'remove'
             else 'add'
-        end as operation_type
+        end
+        {%- else -%}
+        'add'
+        {%- endif %} as operation_type
     from charge_events
-    left join first_matching_filter
-        on charge_events.subscription_period_key = first_matching_filter.subscription_period_key
-        and charge_events.charge_id = first_matching_filter.charge_id
-        and charge_events.transaction_id = first_matching_filter.transaction_id
 )
 
 select * from final

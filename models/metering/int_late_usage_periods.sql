@@ -66,7 +66,9 @@ late_events as (
     from events
     inner join in_scope
         on events.external_subscription_id = in_scope.external_subscription_id
-    where events.event_at >= in_scope.period_start
+    -- the subscriptions with billed periods only (the events' primary key prefix)
+    where events.external_subscription_id in (select external_subscription_id from in_scope)
+        and events.event_at >= in_scope.period_start
         and events.event_at < in_scope.period_end
         and events.ingested_at > in_scope.period_end
         and events.ingested_at > (select min(period_end) from in_scope)

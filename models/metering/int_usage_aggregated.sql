@@ -5,15 +5,7 @@
     row with group_key ''. Aggregations are one macro each (macros/aggregations/);
     rounding_function applies to the aggregated units; a negative aggregate bills 0.
 -#}
-with periods as (
-    select * from {{ ref('int_billing_periods') }}
-),
-
-charges as (
-    select * from {{ ref('stg_billhouse__charges') }}
-),
-
-prices as (
+with prices as (
     select * from {{ ref('stg_billhouse__charge_prices') }}
 ),
 
@@ -26,36 +18,19 @@ assigned as (
 ),
 
 period_charges as (
-    select
-        periods.subscription_period_key as subscription_period_key,
-        periods.external_subscription_id as external_subscription_id,
-        periods.external_customer_id as external_customer_id,
-        periods.plan_code as plan_code,
-        periods.currency as currency,
-        periods.period_start as period_start,
-        periods.period_end as period_end,
-        periods.issuing_date as issuing_date,
-        charges.charge_id as charge_id,
-        charges.billable_metric_code as billable_metric_code,
-        charges.charge_model as charge_model,
-        metrics.aggregation_type as aggregation_type,
-        metrics.recurring as recurring,
-        metrics.rounding_function as rounding_function,
-        metrics.rounding_precision as rounding_precision
-    from periods
-    inner join charges
-        on periods.plan_code = charges.plan_code
-    inner join metrics
-        on charges.billable_metric_code = metrics.billable_metric_code
+    select * from {{ ref('int_billing_period_charges') }}
+),
+
+unique_count_metrics as (
+    select billable_metric_code from metrics where aggregation_type = 'unique_count_agg'
+),
+
+event_aggregates as (
+    select * from {{ ref('int_charge_events_aggregated') }}
 ),
 
 observed_buckets as (
-    select distinct
-        subscription_period_key,
-        charge_id,
-        filter_index,
-        group_key
-    from assigned
+    select subscription_period_key, charge_id, filter_index, group_key from event_aggregates
 ),
 
 empty_buckets as (
@@ -105,6 +80,8 @@ distinct_values as (
             end as is_last_before_start
         from assigned
         where distinct_value is not null
+            -- by metric code, a column of the events: the view's scan skips every other event
+            and billable_metric_code in (select billable_metric_code from unique_count_metrics)
     ) as ranked
     group by subscription_period_key, charge_id, filter_index, group_key, distinct_value
 ),
@@ -126,34 +103,6 @@ unique_counts as (
         distinct_values.charge_id,
         distinct_values.filter_index,
         distinct_values.group_key
-),
-
-event_aggregates as (
-    select
-        assigned.subscription_period_key as subscription_period_key,
-        assigned.charge_id as charge_id,
-        assigned.filter_index as filter_index,
-        assigned.group_key as group_key,
-        sum(assigned.in_period) as event_count,
-        {{ billhouse.count_agg('assigned.in_period') }} as count_units,
-        {{ billhouse.sum_agg('assigned.event_value', 'assigned.in_period', 'period_charges.recurring') }} as sum_units,
-        {{ billhouse.max_agg('assigned.event_value', 'assigned.in_period') }} as max_units,
-        {{ billhouse.latest_agg('assigned.event_value', 'assigned.in_period', 'assigned.event_at', 'assigned.ingested_at', 'assigned.transaction_id') }}
-            as latest_units,
-        {{ billhouse.weighted_sum_agg(
-            'assigned.event_value', 'assigned.in_period', 'period_charges.recurring',
-            'assigned.event_at', 'period_charges.period_start', 'period_charges.period_end'
-        ) }} as weighted_sum_units,
-        {{ billhouse.custom_agg('assigned.event_value', 'assigned.in_period', 'period_charges.recurring') }} as custom_units
-    from assigned
-    inner join period_charges
-        on assigned.subscription_period_key = period_charges.subscription_period_key
-        and assigned.charge_id = period_charges.charge_id
-    group by
-        assigned.subscription_period_key,
-        assigned.charge_id,
-        assigned.filter_index,
-        assigned.group_key
 ),
 
 aggregated as (

@@ -1,14 +1,16 @@
 {#- One row per event of a percentage charge in a closed period, in time order within its
     bucket: the running total, whether it is free, and what it costs (macro percentage). -#}
 with percentage_charges as (
-    select charge_id from {{ ref('stg_billhouse__charges') }}
+    select charge_id, billable_metric_code from {{ ref('stg_billhouse__charges') }}
     where charge_model = 'percentage'
 ),
 
 assigned as (
-    -- the events of percentage charges only: a semi-join, not a scan joined to every bucket
+    -- the events of percentage charges only; the metric code, a column of the events,
+    -- lets the view's scan skip every other event
     select * from {{ ref('int_charge_events_assigned') }}
     where in_period = 1
+        and billable_metric_code in (select billable_metric_code from percentage_charges)
         and charge_id in (select charge_id from percentage_charges)
 ),
 

@@ -1,5 +1,14 @@
 with source as (
-    select * from {{ source('billhouse', 'events') }}
+    {#- columns named: ClickHouse leaves the stored identity_hash out of `select *` -#}
+    select
+        transaction_id,
+        external_subscription_id,
+        code,
+        timestamp,
+        properties,
+        ingested_at,
+        {{ billhouse.raw_event_identity_hash() }} as identity_hash
+    from {{ source('billhouse', 'events') }}
 ),
 
 renamed as (
@@ -9,7 +18,8 @@ renamed as (
         code as billable_metric_code,
         timestamp as event_at,
         properties,
-        ingested_at
+        ingested_at,
+        identity_hash
     from source
 )
 
