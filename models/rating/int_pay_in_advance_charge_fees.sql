@@ -1,8 +1,20 @@
-{#- Pay-in-advance charges, billed per event: one fee per deduplicated event of a charge
-    with `pay_in_advance: true` (standard model, count_agg or sum_agg), issued at the
-    first local midnight after the event both happened and arrived — so each daily
-    close bills the events of the day before, and a late arrival the next day. -#}
-with per_event_charges as (
+{#- Pay-in-advance charges, billed per event: one fee per deduplicated event of a
+    per-event charge (int_pay_in_advance_charges), issued at the first local midnight
+    after the event both happened and arrived — so each daily close bills the events of
+    the day before, and a late arrival the next day.
+
+    An event's fee is the charge's amount over its bucket's cumulative units through
+    the event minus the amount over the units before it (the first event of a bucket:
+    minus nothing), priced by the same charge-model macros as the arrears fee, with the
+    price of the event's filter; percentage takes the running sum of the per-event
+    amounts (free allowance, fixed amount, per-transaction min/max as in
+    int_percentage_event_amounts). The fees of a bucket thus add up to the amount the
+    arrears charge bills for the same events; each fee is rounded half-up on its own. -#}
+with pay_in_advance_events as (
+    select * from {{ ref('int_pay_in_advance_events') }}
+),
+
+per_event_charges as (
     select * from {{ ref('int_pay_in_advance_charges') }}
 ),
 
@@ -14,90 +26,221 @@ customers as (
     select * from {{ ref('stg_billhouse__customers') }}
 ),
 
+prices as (
+    select * from {{ ref('stg_billhouse__charge_prices') }}
+),
+
+ranges as (
+    select * from {{ ref('stg_billhouse__charge_ranges') }}
+),
+
 currencies as (
     select * from {{ ref('currencies') }}
 ),
 
-events as (
-    select * from {{ ref('int_events_deduplicated') }}
+charged_events as (
+    select
+        pay_in_advance_events.*,
+        per_event_charges.charge_model as charge_model,
+        per_event_charges.billable_metric_code as billable_metric_code
+    from pay_in_advance_events
+    inner join per_event_charges
+        on pay_in_advance_events.charge_id = per_event_charges.charge_id
 ),
 
-candidate_events as (
+billed_events as (
+    select * from charged_events
+    where closes_at > {{ billhouse.utc_instant(var('close_from')) }}
+        and closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+),
+
+{#- graduated and graduated_percentage: the amount of every range, through the event
+    and before it (nothing before a bucket's first event) -#}
+tiered_amounts as (
     select
-        events.transaction_id as transaction_id,
-        events.external_subscription_id as external_subscription_id,
-        events.event_at as event_at,
-        greatest(events.event_at, events.ingested_at) as billable_at,
+        billed_events.fee_key as fee_key,
+        sum(
+            case billed_events.charge_model
+                when 'graduated' then {{ billhouse.graduated(
+                    'billed_events.units_after', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
+                    'coalesce(ranges.per_unit_amount, 0)', 'ranges.flat_amount') }}
+                else {{ billhouse.graduated_percentage(
+                    'billed_events.units_after', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
+                    'coalesce(ranges.rate, 0)', 'ranges.flat_amount') }}
+            end
+        ) as amount_after,
+        sum(
+            case
+                when billed_events.event_number = 1 then {{ billhouse.decimal_zero() }}
+                when billed_events.charge_model = 'graduated' then {{ billhouse.graduated(
+                    'billed_events.units_before', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
+                    'coalesce(ranges.per_unit_amount, 0)', 'ranges.flat_amount') }}
+                else {{ billhouse.graduated_percentage(
+                    'billed_events.units_before', 'ranges.range_index', 'ranges.lower_bound', 'ranges.to_value',
+                    'coalesce(ranges.rate, 0)', 'ranges.flat_amount') }}
+            end
+        ) as amount_before
+    from billed_events
+    inner join ranges
+        on billed_events.charge_price_id = ranges.charge_price_id
+    where billed_events.charge_model in ('graduated', 'graduated_percentage')
+    group by billed_events.fee_key
+),
+
+{#- percentage: every event of the bucket in order (the free allowance counts from the
+    period's first event), each one's amount, and their running sum -#}
+percentage_events as (
+    select
+        charged_events.fee_key as fee_key,
+        charged_events.bucket_key as bucket_key,
+        charged_events.event_number as event_number,
+        charged_events.event_value as event_value,
+        charged_events.cumulative_value as running_total,
+        prices.rate as rate,
+        prices.fixed_amount as fixed_amount,
+        prices.free_units_per_events as free_units_per_events,
+        prices.free_units_per_total_aggregation as free_units_per_total_aggregation,
+        prices.per_transaction_min_amount as per_transaction_min_amount,
+        prices.per_transaction_max_amount as per_transaction_max_amount
+    from charged_events
+    inner join prices
+        on charged_events.charge_price_id = prices.charge_price_id
+    where charged_events.charge_model = 'percentage'
+),
+
+percentage_allowance as (
+    select
+        percentage_events.*,
+        min(
+            case
+                when free_units_per_total_aggregation is not null
+                    and running_total >= free_units_per_total_aggregation
+                then event_number
+            end
+        ) over (partition by bucket_key) as first_reaching_amount
+    from percentage_events
+),
+
+percentage_paid as (
+    select
+        percentage_allowance.*,
+        {{ billhouse.percentage_paid_value(
+            'event_value', 'event_number', 'running_total', 'first_reaching_amount',
+            'free_units_per_events', 'free_units_per_total_aggregation') }} as paid_value
+    from percentage_allowance
+),
+
+percentage_amounts as (
+    select
+        percentage_paid.*,
+        {{ billhouse.percentage('paid_value', 'rate', 'fixed_amount', 'per_transaction_min_amount', 'per_transaction_max_amount') }}
+            as event_amount
+    from percentage_paid
+),
+
+percentage_running as (
+    select
+        fee_key,
+        sum(event_amount) over (
+            partition by bucket_key
+            order by event_number
+            rows between unbounded preceding and current row
+        ) as amount_through,
+        event_amount
+    from percentage_amounts
+),
+
+priced as (
+    -- ClickHouse evaluates every CASE branch, so other models' null prices are coalesced
+    select
+        billed_events.fee_key as fee_key,
+        billed_events.bucket_key as bucket_key,
+        billed_events.subscription_period_key as subscription_period_key,
+        billed_events.external_subscription_id as external_subscription_id,
+        billed_events.charge_period_start as charge_period_start,
+        billed_events.charge_period_end as charge_period_end,
+        billed_events.charge_id as charge_id,
+        billed_events.filter_index as filter_index,
+        billed_events.group_key as group_key,
+        billed_events.transaction_id as transaction_id,
+        billed_events.event_at as event_at,
+        billed_events.issuing_date as issuing_date,
+        billed_events.closes_at as closes_at,
+        billed_events.event_number as event_number,
+        billed_events.units_before as units_before,
+        billed_events.charge_model as charge_model,
+        billed_events.billable_metric_code as billable_metric_code,
         subscriptions.external_customer_id as external_customer_id,
         subscriptions.plan_code as plan_code,
         customers.currency as currency,
-        customers.timezone as timezone,
-        per_event_charges.charge_id as charge_id,
-        per_event_charges.billable_metric_code as billable_metric_code,
-        per_event_charges.charge_model as charge_model,
-        per_event_charges.invoice_display_name as invoice_display_name,
-        per_event_charges.amount as unit_amount,
-        case per_event_charges.aggregation_type
-            when 'count_agg' then {{ billhouse.to_decimal('1') }}
-            else coalesce({{ billhouse.property_decimal('events.properties', 'per_event_charges.field_name') }}, 0)
-        end as units
-    from events
+        prices.invoice_display_name as invoice_display_name,
+        {{ billhouse.to_decimal('coalesce(prices.amount, 0)') }} as standard_amount,
+        {{ billhouse.to_decimal('billed_events.units_after - billed_events.units_before') }} as units,
+        cast(case billed_events.charge_model
+            when 'standard' then {{ billhouse.standard(
+                'billed_events.units_after - billed_events.units_before', 'coalesce(prices.amount, 0)') }}
+            when 'package' then {{ billhouse.to_decimal(
+                billhouse.package('billed_events.units_after', 'coalesce(prices.amount, 0)',
+                                  'coalesce(prices.package_size, 1)', 'prices.free_units')
+                ~ ' - ' ~ billhouse.package('billed_events.units_before', 'coalesce(prices.amount, 0)',
+                                            'coalesce(prices.package_size, 1)', 'prices.free_units')) }}
+            when 'percentage' then {{ billhouse.to_decimal(
+                'greatest(coalesce(percentage_running.amount_through, 0), ' ~ billhouse.decimal_zero() ~ ')'
+                ~ ' - greatest(coalesce(percentage_running.amount_through, 0) - coalesce(percentage_running.event_amount, 0), '
+                ~ billhouse.decimal_zero() ~ ')') }}
+            else {{ billhouse.to_decimal(
+                'coalesce(tiered_amounts.amount_after, 0) - coalesce(tiered_amounts.amount_before, 0)') }}
+        end as {{ billhouse.decimal_type() }}) as precise_amount,
+        currencies.minor_units_per_major as minor_units_per_major
+    from billed_events
     inner join subscriptions
-        on events.external_subscription_id = subscriptions.external_subscription_id
+        on billed_events.external_subscription_id = subscriptions.external_subscription_id
     inner join customers
         on subscriptions.external_customer_id = customers.external_customer_id
-    inner join per_event_charges
-        on subscriptions.plan_code = per_event_charges.plan_code
-        and events.billable_metric_code = per_event_charges.billable_metric_code
-    -- a column of the events: without per-event charges the scan reads nothing more
-    where events.billable_metric_code in (select billable_metric_code from per_event_charges)
-        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
-        and greatest(events.event_at, events.ingested_at)
-            >= {{ billhouse.utc_instant(var('close_from')) }} - interval '3' day
-    {% if var('close_timezone') %}
-        and customers.timezone = '{{ var("close_timezone") }}'
-    {% endif %}
-),
-
-issued as (
-    select
-        candidate_events.*,
-        {{ billhouse.date_add_days(billhouse.local_date('billable_at', 'timezone'), 1) }} as issuing_date
-    from candidate_events
-),
-
-timed as (
-    select
-        issued.*,
-        {{ billhouse.local_midnight('issuing_date', 'timezone') }} as closes_at
-    from issued
+    inner join prices
+        on billed_events.charge_price_id = prices.charge_price_id
+    inner join currencies
+        on customers.currency = currencies.currency
+    left join tiered_amounts
+        on billed_events.fee_key = tiered_amounts.fee_key
+    left join percentage_running
+        on billed_events.fee_key = percentage_running.fee_key
 ),
 
 final as (
     select
-        concat(timed.external_subscription_id, '/', timed.charge_id, '/event/', timed.transaction_id) as fee_key,
-        timed.external_subscription_id as external_subscription_id,
-        timed.external_customer_id as external_customer_id,
-        timed.plan_code as plan_code,
-        timed.currency as currency,
-        timed.event_at as period_start,
-        timed.event_at as period_end,
-        timed.issuing_date as issuing_date,
-        timed.closes_at as closes_at,
-        timed.charge_id as charge_id,
-        timed.billable_metric_code as billable_metric_code,
-        timed.charge_model as charge_model,
-        timed.invoice_display_name as invoice_display_name,
-        timed.transaction_id as transaction_id,
-        {{ billhouse.to_decimal('timed.units') }} as units,
-        timed.unit_amount as unit_amount,
-        timed.units * timed.unit_amount as precise_amount,
-        {{ billhouse.to_minor_units('timed.units * timed.unit_amount', 'currencies.minor_units_per_major') }} as amount_cents
-    from timed
-    inner join currencies
-        on timed.currency = currencies.currency
-    where timed.closes_at > {{ billhouse.utc_instant(var('close_from')) }}
-        and timed.closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+        fee_key,
+        bucket_key,
+        subscription_period_key,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        event_at as period_start,
+        event_at as period_end,
+        charge_period_start,
+        charge_period_end,
+        issuing_date,
+        closes_at,
+        charge_id,
+        filter_index,
+        group_key,
+        billable_metric_code,
+        charge_model,
+        invoice_display_name,
+        transaction_id,
+        event_number,
+        units_before,
+        units,
+        -- the price of one unit: the standard model's amount, else the average (as Lago shows it)
+        cast(case
+            when charge_model = 'standard' then standard_amount
+            when units != 0 then {{ billhouse.to_decimal('precise_amount / units') }}
+            else {{ billhouse.decimal_zero() }}
+        end as {{ billhouse.decimal_type() }}) as unit_amount,
+        precise_amount,
+        {{ billhouse.to_minor_units('precise_amount', 'minor_units_per_major') }} as amount_cents
+    from priced
 )
 
 select * from final

@@ -1,0 +1,219 @@
+{#-
+    The events per-event fees are priced on: every deduplicated event of a per-event
+    charge (int_pay_in_advance_charges) in the charge periods of int_pay_in_advance_periods
+    whose fee closes by as_of, with its bucket — the first charge filter all of whose
+    keys it matches (-1 = the default properties) and its group, as in
+    int_charge_events_assigned — and its place in the bucket.
+
+    Order within a bucket: by issuing date (the first local midnight after the event
+    both happened and arrived), then event_at, ingested_at, transaction_id. Events billed
+    by the same close are thus in time order, and an event arriving after an earlier
+    close comes after everything that close billed, so a fee once billed never changes
+    and the fees of a period add up to the amount of its total (docs/billing-clock.md).
+    An event's priced units are the bucket's cumulative units through it and before it
+    (rounding_function applied, a negative total counting as 0), as the arrears charge
+    would price them.
+-#}
+with periods as (
+    select * from {{ ref('int_pay_in_advance_periods') }}
+),
+
+per_event_charges as (
+    select * from {{ ref('int_pay_in_advance_charges') }}
+),
+
+filter_values as (
+    select * from {{ ref('stg_billhouse__charge_filter_values') }}
+),
+
+events as (
+    select * from {{ ref('int_events_deduplicated') }}
+),
+
+period_charges as (
+    select
+        periods.subscription_period_key as subscription_period_key,
+        periods.external_subscription_id as external_subscription_id,
+        periods.timezone as timezone,
+        periods.period_start as period_start,
+        periods.period_end as period_end,
+        per_event_charges.charge_id as charge_id,
+        per_event_charges.billable_metric_code as billable_metric_code,
+        per_event_charges.aggregation_type as aggregation_type,
+        per_event_charges.field_name as field_name,
+        per_event_charges.grouped_by as grouped_by,
+        per_event_charges.filter_count as filter_count,
+        per_event_charges.rounding_function as rounding_function,
+        per_event_charges.rounding_precision as rounding_precision
+    from periods
+    inner join per_event_charges
+        on periods.plan_code = per_event_charges.plan_code
+),
+
+charge_events as (
+    select
+        period_charges.*,
+        events.transaction_id as transaction_id,
+        events.event_at as event_at,
+        events.ingested_at as ingested_at,
+        events.properties as properties,
+        {{ billhouse.date_add_days(
+            billhouse.local_date('greatest(events.event_at, events.ingested_at)', 'period_charges.timezone'), 1) }}
+            as issuing_date
+    from period_charges
+    inner join events
+        on period_charges.external_subscription_id = events.external_subscription_id
+        and period_charges.billable_metric_code = events.billable_metric_code
+    where events.billable_metric_code in (select billable_metric_code from per_event_charges)
+        and events.event_at >= period_charges.period_start
+        and events.event_at < period_charges.period_end
+        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
+),
+
+timed as (
+    select
+        charge_events.*,
+        {{ billhouse.local_midnight('issuing_date', 'timezone') }} as closes_at
+    from charge_events
+),
+
+known as (
+    {#- an event closing after as_of comes after every event billed here: left out -#}
+    select * from timed
+    where closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+),
+
+filter_key_counts as (
+    select
+        charge_id,
+        filter_index,
+        count(distinct property_key) as key_count
+    from filter_values
+    group by charge_id, filter_index
+),
+
+filter_matches as (
+    select
+        known.subscription_period_key as subscription_period_key,
+        known.charge_id as charge_id,
+        known.transaction_id as transaction_id,
+        filter_values.filter_index as filter_index,
+        count(distinct filter_values.property_key) as matched_keys
+    from known
+    inner join filter_values
+        on known.charge_id = filter_values.charge_id
+    where known.filter_count > 0
+        and {{ billhouse.property_text('known.properties', 'filter_values.property_key') }}
+            = filter_values.accepted_value
+    group by
+        known.subscription_period_key,
+        known.charge_id,
+        known.transaction_id,
+        filter_values.filter_index
+),
+
+first_matching_filter as (
+    select
+        filter_matches.subscription_period_key as subscription_period_key,
+        filter_matches.charge_id as charge_id,
+        filter_matches.transaction_id as transaction_id,
+        min(filter_matches.filter_index) as filter_index
+    from filter_matches
+    inner join filter_key_counts
+        on filter_matches.charge_id = filter_key_counts.charge_id
+        and filter_matches.filter_index = filter_key_counts.filter_index
+    where filter_matches.matched_keys = filter_key_counts.key_count
+    group by
+        filter_matches.subscription_period_key,
+        filter_matches.charge_id,
+        filter_matches.transaction_id
+),
+
+assigned as (
+    select
+        known.subscription_period_key as subscription_period_key,
+        known.external_subscription_id as external_subscription_id,
+        known.period_start as charge_period_start,
+        known.period_end as charge_period_end,
+        known.charge_id as charge_id,
+        coalesce(first_matching_filter.filter_index, -1) as filter_index,
+        case
+            when known.grouped_by in ('', '[]') then ''
+            else {{ billhouse.group_key('known.properties', 'known.grouped_by') }}
+        end as group_key,
+        known.transaction_id as transaction_id,
+        known.event_at as event_at,
+        known.ingested_at as ingested_at,
+        known.issuing_date as issuing_date,
+        known.closes_at as closes_at,
+        known.rounding_function as rounding_function,
+        known.rounding_precision as rounding_precision,
+        {{ billhouse.to_decimal(
+            "case known.aggregation_type when 'count_agg' then " ~ billhouse.to_decimal('1')
+            ~ " else coalesce(" ~ billhouse.property_decimal('known.properties', 'known.field_name') ~ ", " ~ billhouse.decimal_zero() ~ ") end"
+        ) }} as event_value
+    from known
+    left join first_matching_filter
+        on known.subscription_period_key = first_matching_filter.subscription_period_key
+        and known.charge_id = first_matching_filter.charge_id
+        and known.transaction_id = first_matching_filter.transaction_id
+),
+
+ordered as (
+    select
+        assigned.*,
+        row_number() over (
+            partition by subscription_period_key, charge_id, filter_index, group_key
+            order by issuing_date, event_at, ingested_at, transaction_id
+        ) as event_number,
+        sum(event_value) over (
+            partition by subscription_period_key, charge_id, filter_index, group_key
+            order by issuing_date, event_at, ingested_at, transaction_id
+            rows between unbounded preceding and current row
+        ) as running_value
+    from assigned
+),
+
+cumulated as (
+    select
+        ordered.*,
+        {{ billhouse.to_decimal('running_value') }} as cumulative_value,
+        {{ billhouse.to_decimal('running_value - event_value') }} as cumulative_value_before
+    from ordered
+),
+
+final as (
+    select
+        concat(external_subscription_id, '/', charge_id, '/event/', transaction_id) as fee_key,
+        concat(
+            subscription_period_key, '/', charge_id, '#', cast(filter_index as {{ dbt.type_string() }}),
+            case when group_key = '' then '' else concat('/', group_key) end
+        ) as bucket_key,
+        subscription_period_key,
+        external_subscription_id,
+        charge_period_start,
+        charge_period_end,
+        charge_id,
+        filter_index,
+        concat(charge_id, '#', cast(filter_index as {{ dbt.type_string() }})) as charge_price_id,
+        group_key,
+        transaction_id,
+        event_at,
+        ingested_at,
+        issuing_date,
+        closes_at,
+        cast(event_number as {{ dbt.type_int() }}) as event_number,
+        event_value,
+        cumulative_value,
+        cumulative_value_before,
+        -- the units the charge model prices: rounded, a negative total counting as 0
+        {{ billhouse.to_decimal('greatest(' ~ billhouse.to_decimal(billhouse.apply_rounding(
+            'cumulative_value_before', 'rounding_function', 'rounding_precision')) ~ ', ' ~ billhouse.decimal_zero() ~ ')') }}
+            as units_before,
+        {{ billhouse.to_decimal('greatest(' ~ billhouse.to_decimal(billhouse.apply_rounding(
+            'cumulative_value', 'rounding_function', 'rounding_precision')) ~ ', ' ~ billhouse.decimal_zero() ~ ')') }}
+            as units_after
+    from cumulated
+)
+
+select * from final

@@ -1,0 +1,219 @@
+{#- The charge periods of the events this close bills per event: one row per
+    subscription and charge period (the plan-interval period, or its monthly slice when
+    the plan bills charges monthly) holding an event of a per-event charge whose fee
+    closes in the window (close_from, as_of]. Per-event fees are priced on the period's
+    cumulative units, so the period is needed even when it closed long ago (a late
+    event). The period of a date follows the billing clock exactly as
+    int_subscription_periods and int_billing_periods build it (same anchors, clamping,
+    first/last-period cuts and monthly slices, same subscription_period_key) — but for
+    the events' dates, not for the close's window. -#}
+with per_event_charges as (
+    select * from {{ ref('int_pay_in_advance_charges') }}
+),
+
+subscriptions as (
+    select * from {{ ref('stg_billhouse__subscriptions') }}
+),
+
+plans as (
+    select * from {{ ref('stg_billhouse__plans') }}
+),
+
+customers as (
+    select * from {{ ref('stg_billhouse__customers') }}
+),
+
+events as (
+    select * from {{ ref('int_events_deduplicated') }}
+),
+
+successors as (
+    select
+        previous_subscription_id as external_subscription_id,
+        min(subscription_at) as successor_at,
+        1 as has_successor
+    from subscriptions
+    where previous_subscription_id is not null
+    group by previous_subscription_id
+),
+
+per_event_metrics as (
+    select distinct plan_code, billable_metric_code from per_event_charges
+),
+
+billable_events as (
+    select
+        events.external_subscription_id as external_subscription_id,
+        customers.timezone as timezone,
+        events.event_at as event_at,
+        {{ billhouse.date_add_days(
+            billhouse.local_date('greatest(events.event_at, events.ingested_at)', 'customers.timezone'), 1) }}
+            as issuing_date
+    from events
+    inner join subscriptions
+        on events.external_subscription_id = subscriptions.external_subscription_id
+    inner join customers
+        on subscriptions.external_customer_id = customers.external_customer_id
+    inner join per_event_metrics
+        on subscriptions.plan_code = per_event_metrics.plan_code
+        and events.billable_metric_code = per_event_metrics.billable_metric_code
+    -- a column of the events: without per-event charges the scan reads nothing more
+    where events.billable_metric_code in (select billable_metric_code from per_event_charges)
+        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
+        and greatest(events.event_at, events.ingested_at)
+            >= {{ billhouse.utc_instant(var('close_from')) }} - interval '3' day
+    {% if var('close_timezone') %}
+        and customers.timezone = '{{ var("close_timezone") }}'
+    {% endif %}
+),
+
+{#- the local days holding an event whose fee closes in the window -#}
+event_days as (
+    select distinct
+        external_subscription_id,
+        {{ billhouse.local_date('event_at', 'timezone') }} as event_date
+    from billable_events
+    where {{ billhouse.local_midnight('issuing_date', 'timezone') }} > {{ billhouse.utc_instant(var('close_from')) }}
+        and {{ billhouse.local_midnight('issuing_date', 'timezone') }} <= {{ billhouse.utc_instant(var('as_of')) }}
+),
+
+subscription_clock as (
+    select
+        event_days.event_date as event_date,
+        subscriptions.external_subscription_id as external_subscription_id,
+        subscriptions.external_customer_id as external_customer_id,
+        subscriptions.plan_code as plan_code,
+        customers.currency as currency,
+        customers.timezone as timezone,
+        plans.plan_interval as plan_interval,
+        plans.bill_charges_monthly as bill_charges_monthly,
+        subscriptions.billing_time as billing_time,
+        {{ billhouse.local_date('subscriptions.subscription_at', 'customers.timezone') }} as start_date,
+        case
+            when coalesce(successors.has_successor, 0) = 1
+                then {{ billhouse.local_date('successors.successor_at', 'customers.timezone') }}
+            when coalesce(subscriptions.terminated_at, subscriptions.ending_at) is not null
+                then {{ billhouse.date_add_days(
+                    billhouse.local_date('coalesce(subscriptions.terminated_at, subscriptions.ending_at)', 'customers.timezone'),
+                    1) }}
+        end as end_date,
+        case plans.plan_interval
+            when 'weekly' then 0
+            when 'monthly' then 1
+            when 'quarterly' then 3
+            when 'semiannual' then 6
+            else 12
+        end as interval_months
+    from event_days
+    inner join subscriptions
+        on event_days.external_subscription_id = subscriptions.external_subscription_id
+    inner join plans
+        on subscriptions.plan_code = plans.plan_code
+    inner join customers
+        on subscriptions.external_customer_id = customers.external_customer_id
+    left join successors
+        on subscriptions.external_subscription_id = successors.external_subscription_id
+),
+
+anchored as (
+    select
+        subscription_clock.*,
+        case
+            when billing_time = 'anniversary' then start_date
+            else {{ billhouse.calendar_period_start('start_date', 'plan_interval') }}
+        end as anchor_date
+    from subscription_clock
+),
+
+{#- the period index holding the event's date, counted from the anchor; a clamped
+    anniversary can put it one lower, so one index either side is tried and the rows
+    are filtered exactly below -#}
+indexed as (
+    select
+        anchored.*,
+        case
+            when interval_months = 0 then floor({{ billhouse.days_between('anchor_date', 'event_date') }} / 7)
+            else floor({{ billhouse.months_between('anchor_date', 'event_date') }} / interval_months)
+        end as estimated_index
+    from anchored
+),
+
+expanded as (
+    select
+        indexed.*,
+        {{ billhouse.integer_range_column('greatest(estimated_index - 1, 0)', 'estimated_index + 1') }} as period_index
+    from indexed
+    where estimated_index + 1 >= 0
+),
+
+bounded as (
+    select
+        expanded.*,
+        case
+            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * period_index') }}
+            else {{ billhouse.date_add_months('anchor_date', 'interval_months * period_index') }}
+        end as full_start_date,
+        case
+            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * (period_index + 1)') }}
+            else {{ billhouse.date_add_months('anchor_date', 'interval_months * (period_index + 1)') }}
+        end as full_end_date
+    from expanded
+),
+
+billed as (
+    select
+        bounded.*,
+        greatest(full_start_date, start_date) as billed_start_date,
+        case
+            when end_date is not null and end_date < full_end_date then end_date
+            else full_end_date
+        end as billed_end_date
+    from bounded
+    where full_start_date <= event_date
+        and event_date < full_end_date
+),
+
+sliced as (
+    select
+        billed.*,
+        {{ billhouse.integer_range_column(0, "case when bill_charges_monthly then case plan_interval when 'quarterly' then 2 when 'semiannual' then 5 when 'yearly' then 11 else 0 end else 0 end") }} as slice_index
+    from billed
+    where billed_start_date <= event_date
+        and event_date < billed_end_date
+),
+
+slice_dates as (
+    select
+        sliced.*,
+        case
+            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
+                then greatest(billed_start_date, {{ billhouse.date_add_months('full_start_date', 'slice_index') }})
+            else billed_start_date
+        end as charge_start_date,
+        case
+            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
+                then least(billed_end_date, {{ billhouse.date_add_months('full_start_date', 'slice_index + 1') }})
+            else billed_end_date
+        end as charge_end_date
+    from sliced
+),
+
+final as (
+    select distinct
+        concat(
+            external_subscription_id, '/',
+            cast(charge_start_date as {{ dbt.type_string() }})
+        ) as subscription_period_key,
+        external_subscription_id,
+        external_customer_id,
+        plan_code,
+        currency,
+        timezone,
+        {{ billhouse.local_midnight('charge_start_date', 'timezone') }} as period_start,
+        {{ billhouse.local_midnight('charge_end_date', 'timezone') }} as period_end
+    from slice_dates
+    where charge_start_date <= event_date
+        and event_date < charge_end_date
+)
+
+select * from final
