@@ -14,23 +14,19 @@ late_periods as (
 sliced as (
     select
         subscription_periods.*,
-        {{ billhouse.integer_range_column(0, "case when bill_charges_monthly then case plan_interval when 'quarterly' then 2 when 'semiannual' then 5 when 'yearly' then 11 else 0 end else 0 end") }} as slice_index
+        {{ billhouse.charge_slice_indexes('bill_charges_monthly', 'plan_interval') }} as slice_index
     from subscription_periods
 ),
 
 slice_dates as (
     select
         sliced.*,
-        case
-            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
-                then greatest(billed_start_date, {{ billhouse.date_add_months('full_start_date', 'slice_index') }})
-            else billed_start_date
-        end as charge_start_date,
-        case
-            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
-                then least(billed_end_date, {{ billhouse.date_add_months('full_start_date', 'slice_index + 1') }})
-            else billed_end_date
-        end as charge_end_date
+        {{ billhouse.charge_slice_start_date(
+            'bill_charges_monthly', 'plan_interval', 'full_start_date', 'billed_start_date', 'slice_index') }}
+            as charge_start_date,
+        {{ billhouse.charge_slice_end_date(
+            'bill_charges_monthly', 'plan_interval', 'full_start_date', 'billed_end_date', 'slice_index') }}
+            as charge_end_date
     from sliced
 ),
 

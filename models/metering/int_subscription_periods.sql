@@ -43,21 +43,10 @@ subscription_clock as (
         subscriptions.billing_time as billing_time,
         subscriptions.subscription_at as subscription_at,
         {{ billhouse.local_date('subscriptions.subscription_at', 'customers.timezone') }} as start_date,
-        case
-            when coalesce(successors.has_successor, 0) = 1
-                then {{ billhouse.local_date('successors.successor_at', 'customers.timezone') }}
-            when coalesce(subscriptions.terminated_at, subscriptions.ending_at) is not null
-                then {{ billhouse.date_add_days(
-                    billhouse.local_date('coalesce(subscriptions.terminated_at, subscriptions.ending_at)', 'customers.timezone'),
-                    1) }}
-        end as end_date,
-        case plans.plan_interval
-            when 'weekly' then 0
-            when 'monthly' then 1
-            when 'quarterly' then 3
-            when 'semiannual' then 6
-            else 12
-        end as interval_months,
+        {{ billhouse.subscription_end_date(
+            'successors.has_successor', 'successors.successor_at',
+            'subscriptions.terminated_at', 'subscriptions.ending_at', 'customers.timezone') }} as end_date,
+        {{ billhouse.plan_interval_months('plans.plan_interval') }} as interval_months,
         {{ billhouse.local_date(billhouse.utc_instant(var('as_of')), 'customers.timezone') }} as as_of_date,
         {{ billhouse.local_date('greatest(subscriptions.subscription_at, ' ~ billhouse.utc_instant(var('close_from')) ~ ')', 'customers.timezone') }} as close_from_date
     from subscriptions
@@ -75,10 +64,7 @@ subscription_clock as (
 anchored as (
     select
         subscription_clock.*,
-        case
-            when billing_time = 'anniversary' then start_date
-            else {{ billhouse.calendar_period_start('start_date', 'plan_interval') }}
-        end as anchor_date
+        {{ billhouse.period_anchor_date('billing_time', 'start_date', 'plan_interval') }} as anchor_date
     from subscription_clock
 ),
 
@@ -109,14 +95,8 @@ expanded as (
 bounded as (
     select
         expanded.*,
-        case
-            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * period_index') }}
-            else {{ billhouse.date_add_months('anchor_date', 'interval_months * period_index') }}
-        end as full_start_date,
-        case
-            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * (period_index + 1)') }}
-            else {{ billhouse.date_add_months('anchor_date', 'interval_months * (period_index + 1)') }}
-        end as full_end_date
+        {{ billhouse.period_start_date('anchor_date', 'interval_months', 'period_index') }} as full_start_date,
+        {{ billhouse.period_start_date('anchor_date', 'interval_months', 'period_index + 1') }} as full_end_date
     from expanded
 ),
 

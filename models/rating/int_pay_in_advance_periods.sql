@@ -4,9 +4,10 @@
     closes in the window (close_from, as_of]. Per-event fees are priced on the period's
     cumulative units, so the period is needed even when it closed long ago (a late
     event). The period of a date follows the billing clock exactly as
-    int_subscription_periods and int_billing_periods build it (same anchors, clamping,
-    first/last-period cuts and monthly slices, same subscription_period_key) — but for
-    the events' dates, not for the close's window. -#}
+    int_subscription_periods and int_billing_periods build it — the same macros
+    (macros/calendar/billing_periods.sql: anchors, period bounds, end dates, monthly
+    slices) and the same subscription_period_key — but for the events' dates, not for
+    the close's window. -#}
 with per_event_charges as (
     select * from {{ ref('int_pay_in_advance_charges') }}
 ),
@@ -89,21 +90,10 @@ subscription_clock as (
         plans.bill_charges_monthly as bill_charges_monthly,
         subscriptions.billing_time as billing_time,
         {{ billhouse.local_date('subscriptions.subscription_at', 'customers.timezone') }} as start_date,
-        case
-            when coalesce(successors.has_successor, 0) = 1
-                then {{ billhouse.local_date('successors.successor_at', 'customers.timezone') }}
-            when coalesce(subscriptions.terminated_at, subscriptions.ending_at) is not null
-                then {{ billhouse.date_add_days(
-                    billhouse.local_date('coalesce(subscriptions.terminated_at, subscriptions.ending_at)', 'customers.timezone'),
-                    1) }}
-        end as end_date,
-        case plans.plan_interval
-            when 'weekly' then 0
-            when 'monthly' then 1
-            when 'quarterly' then 3
-            when 'semiannual' then 6
-            else 12
-        end as interval_months
+        {{ billhouse.subscription_end_date(
+            'successors.has_successor', 'successors.successor_at',
+            'subscriptions.terminated_at', 'subscriptions.ending_at', 'customers.timezone') }} as end_date,
+        {{ billhouse.plan_interval_months('plans.plan_interval') }} as interval_months
     from event_days
     inner join subscriptions
         on event_days.external_subscription_id = subscriptions.external_subscription_id
@@ -118,10 +108,7 @@ subscription_clock as (
 anchored as (
     select
         subscription_clock.*,
-        case
-            when billing_time = 'anniversary' then start_date
-            else {{ billhouse.calendar_period_start('start_date', 'plan_interval') }}
-        end as anchor_date
+        {{ billhouse.period_anchor_date('billing_time', 'start_date', 'plan_interval') }} as anchor_date
     from subscription_clock
 ),
 
@@ -149,14 +136,8 @@ expanded as (
 bounded as (
     select
         expanded.*,
-        case
-            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * period_index') }}
-            else {{ billhouse.date_add_months('anchor_date', 'interval_months * period_index') }}
-        end as full_start_date,
-        case
-            when interval_months = 0 then {{ billhouse.date_add_days('anchor_date', '7 * (period_index + 1)') }}
-            else {{ billhouse.date_add_months('anchor_date', 'interval_months * (period_index + 1)') }}
-        end as full_end_date
+        {{ billhouse.period_start_date('anchor_date', 'interval_months', 'period_index') }} as full_start_date,
+        {{ billhouse.period_start_date('anchor_date', 'interval_months', 'period_index + 1') }} as full_end_date
     from expanded
 ),
 
@@ -176,7 +157,7 @@ billed as (
 sliced as (
     select
         billed.*,
-        {{ billhouse.integer_range_column(0, "case when bill_charges_monthly then case plan_interval when 'quarterly' then 2 when 'semiannual' then 5 when 'yearly' then 11 else 0 end else 0 end") }} as slice_index
+        {{ billhouse.charge_slice_indexes('bill_charges_monthly', 'plan_interval') }} as slice_index
     from billed
     where billed_start_date <= event_date
         and event_date < billed_end_date
@@ -185,16 +166,12 @@ sliced as (
 slice_dates as (
     select
         sliced.*,
-        case
-            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
-                then greatest(billed_start_date, {{ billhouse.date_add_months('full_start_date', 'slice_index') }})
-            else billed_start_date
-        end as charge_start_date,
-        case
-            when bill_charges_monthly and plan_interval in ('quarterly', 'semiannual', 'yearly')
-                then least(billed_end_date, {{ billhouse.date_add_months('full_start_date', 'slice_index + 1') }})
-            else billed_end_date
-        end as charge_end_date
+        {{ billhouse.charge_slice_start_date(
+            'bill_charges_monthly', 'plan_interval', 'full_start_date', 'billed_start_date', 'slice_index') }}
+            as charge_start_date,
+        {{ billhouse.charge_slice_end_date(
+            'bill_charges_monthly', 'plan_interval', 'full_start_date', 'billed_end_date', 'slice_index') }}
+            as charge_end_date
     from sliced
 ),
 
