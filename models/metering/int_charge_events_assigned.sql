@@ -68,49 +68,8 @@ events as (
 {%- endfor %}
 {%- if features['has_filters'] %}
 
-filter_key_counts as (
-    select
-        charge_id,
-        filter_index,
-        count(distinct property_key) as key_count
-    from filter_values
-    group by charge_id, filter_index
-),
-
-filter_matches as (
-    select
-        filtered_charge_events.subscription_period_key as subscription_period_key,
-        filtered_charge_events.charge_id as charge_id,
-        filtered_charge_events.transaction_id as transaction_id,
-        filter_values.filter_index as filter_index,
-        count(distinct filter_values.property_key) as matched_keys
-    from filtered_charge_events
-    inner join filter_values
-        on filtered_charge_events.charge_id = filter_values.charge_id
-    where {{ billhouse.property_text('filtered_charge_events.properties', 'filter_values.property_key') }}
-            = filter_values.accepted_value
-    group by
-        filtered_charge_events.subscription_period_key,
-        filtered_charge_events.charge_id,
-        filtered_charge_events.transaction_id,
-        filter_values.filter_index
-),
-
 first_matching_filter as (
-    select
-        filter_matches.subscription_period_key as subscription_period_key,
-        filter_matches.charge_id as charge_id,
-        filter_matches.transaction_id as transaction_id,
-        min(filter_matches.filter_index) as filter_index
-    from filter_matches
-    inner join filter_key_counts
-        on filter_matches.charge_id = filter_key_counts.charge_id
-        and filter_matches.filter_index = filter_key_counts.filter_index
-    where filter_matches.matched_keys = filter_key_counts.key_count
-    group by
-        filter_matches.subscription_period_key,
-        filter_matches.charge_id,
-        filter_matches.transaction_id
+    {{ billhouse.first_matching_filter('filtered_charge_events', 'filter_values') }}
 ),
 {%- endif %}
 

@@ -83,50 +83,8 @@ known as (
     where closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
 ),
 
-filter_key_counts as (
-    select
-        charge_id,
-        filter_index,
-        count(distinct property_key) as key_count
-    from filter_values
-    group by charge_id, filter_index
-),
-
-filter_matches as (
-    select
-        known.subscription_period_key as subscription_period_key,
-        known.charge_id as charge_id,
-        known.transaction_id as transaction_id,
-        filter_values.filter_index as filter_index,
-        count(distinct filter_values.property_key) as matched_keys
-    from known
-    inner join filter_values
-        on known.charge_id = filter_values.charge_id
-    where known.filter_count > 0
-        and {{ billhouse.property_text('known.properties', 'filter_values.property_key') }}
-            = filter_values.accepted_value
-    group by
-        known.subscription_period_key,
-        known.charge_id,
-        known.transaction_id,
-        filter_values.filter_index
-),
-
 first_matching_filter as (
-    select
-        filter_matches.subscription_period_key as subscription_period_key,
-        filter_matches.charge_id as charge_id,
-        filter_matches.transaction_id as transaction_id,
-        min(filter_matches.filter_index) as filter_index
-    from filter_matches
-    inner join filter_key_counts
-        on filter_matches.charge_id = filter_key_counts.charge_id
-        and filter_matches.filter_index = filter_key_counts.filter_index
-    where filter_matches.matched_keys = filter_key_counts.key_count
-    group by
-        filter_matches.subscription_period_key,
-        filter_matches.charge_id,
-        filter_matches.transaction_id
+    {{ billhouse.first_matching_filter('(select * from known where filter_count > 0)', 'filter_values') }}
 ),
 
 assigned as (
