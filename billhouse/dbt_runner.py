@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +67,61 @@ def dbt_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# The settings of one close run (macro close_setting), passed as environment variables
+# rather than --vars: dbt re-parses the whole project when --vars change (each close's
+# window does), but only the files that read an environment variable when it changes.
+CLOSE_SETTINGS = {
+    name: "BILLHOUSE_" + name.upper() for name in ("as_of", "close_from", "close_timezone", "finance_as_of")
+}
+
+
+def split_variables(variables: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """(environment of the close settings, remaining dbt vars). Every close setting not
+    given is set to nothing, so no value leaks from the caller's environment."""
+    environment = {env_name: "" for env_name in CLOSE_SETTINGS.values()}
+    remaining: dict[str, Any] = {}
+    for name, value in (variables or {}).items():
+        if name in CLOSE_SETTINGS:
+            environment[CLOSE_SETTINGS[name]] = str(value)
+        else:
+            remaining[name] = value
+    return environment, remaining
+
+
+def apply_close_settings(env: dict[str, str], settings_environment: Mapping[str, str]) -> None:
+    """Put the given close settings into ``env`` and remove the others (an empty value
+    means "not given": the dbt var applies)."""
+    for env_name, value in settings_environment.items():
+        if value:
+            env[env_name] = value
+        else:
+            env.pop(env_name, None)
+
+
+@contextmanager
+def close_settings_environment(variables: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
+    """For runners that start dbt from this process's environment (dagster-dbt): set the
+    close settings in ``os.environ`` while the block runs; yield the remaining dbt vars."""
+    settings_environment, remaining = split_variables(variables)
+    saved = {env_name: os.environ.get(env_name) for env_name in settings_environment}
+    apply_close_settings(os.environ, settings_environment)  # type: ignore[arg-type]
+    try:
+        yield remaining
+    finally:
+        for env_name, value in saved.items():
+            if value is None:
+                os.environ.pop(env_name, None)
+            else:
+                os.environ[env_name] = value
+
+
 def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | None = None) -> DbtResult:
-    """Run ``dbt <args>`` on this project; raise DbtRunError with the failures on error."""
+    """Run ``dbt <args>`` on this project; raise DbtRunError with the failures on error.
+    The close settings among ``variables`` go to dbt as environment variables, the rest
+    as ``--vars``."""
+    settings_environment, variables = split_variables(variables)
+    env = dbt_env(settings)
+    apply_close_settings(env, settings_environment)
     command = [
         *args,
         "--project-dir", str(PROJECT_DIR),
@@ -79,7 +134,7 @@ def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | Non
     completed = subprocess.run(
         [dbt_executable(), *command],
         cwd=PROJECT_DIR,
-        env=dbt_env(settings),
+        env=env,
         capture_output=True,
         text=True,
     )

@@ -46,7 +46,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from billhouse.close import close_variables, finish_close
 from billhouse.errors import BillhouseError
-from billhouse.dbt_runner import dbt_env, dbt_executable, run_dbt
+from billhouse.dbt_runner import close_settings_environment, dbt_env, dbt_executable, run_dbt
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.warehouse import open_warehouse
 
@@ -119,10 +119,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         since, as_of = checked_close_window(day, tz_name)
         with open_warehouse(settings):
             pass  # raw tables exist; the store is released before dbt starts
-        variables = close_variables(as_of, since, tz_name)
-        yield from dbt.cli(
-            ["build", "--vars", json.dumps(variables)], context=context, target_path=settings.dbt_target_dir
-        ).stream()
+        with close_settings_environment(close_variables(as_of, since, tz_name)) as variables:
+            invocation = dbt.cli(
+                ["build", *(["--vars", json.dumps(variables)] if variables else [])],
+                context=context,
+                target_path=settings.dbt_target_dir,
+            )
+        yield from invocation.stream()
 
     @asset(
         name="invoices",

@@ -71,7 +71,7 @@
 {%- endmacro %}
 
 
-{#- The as-of date of the receivables (var finance_as_of, else the date of var as_of). -#}
+{#- The as-of date of the receivables (setting finance_as_of, else the date of as_of). -#}
 {% macro finance_as_of_date() -%}
-    cast('{{ var("finance_as_of", var("as_of")[:10]) }}' as date)
+    cast('{{ billhouse.close_setting("finance_as_of", billhouse.close_setting("as_of")[:10]) }}' as date)
 {%- endmacro %}

@@ -54,8 +54,8 @@ closing as (
 
 closing_in_window as (
     select * from closing
-    where period_end > {{ billhouse.utc_instant(var('close_from')) }}
-        and period_end <= {{ billhouse.utc_instant(var('as_of')) }}
+    where period_end > {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }}
+        and period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 final as (

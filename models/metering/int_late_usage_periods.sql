@@ -53,9 +53,9 @@ in_scope as (
         on subscriptions.plan_code = plans.plan_code
     inner join customers
         on subscriptions.external_customer_id = customers.external_customer_id
-    where billed_periods.period_end <= {{ billhouse.utc_instant(var('as_of')) }}
-    {% if var('close_timezone') %}
-        and customers.timezone = '{{ var("close_timezone") }}'
+    where billed_periods.period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
+    {% if billhouse.close_setting('close_timezone') %}
+        and customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
     {% endif %}
 ),
 

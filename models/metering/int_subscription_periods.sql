@@ -47,8 +47,8 @@ subscription_clock as (
             'successors.has_successor', 'successors.successor_at',
             'subscriptions.terminated_at', 'subscriptions.ending_at', 'customers.timezone') }} as end_date,
         {{ billhouse.plan_interval_months('plans.plan_interval') }} as interval_months,
-        {{ billhouse.local_date(billhouse.utc_instant(var('as_of')), 'customers.timezone') }} as as_of_date,
-        {{ billhouse.local_date('greatest(subscriptions.subscription_at, ' ~ billhouse.utc_instant(var('close_from')) ~ ')', 'customers.timezone') }} as close_from_date
+        {{ billhouse.local_date(billhouse.utc_instant(billhouse.close_setting('as_of')), 'customers.timezone') }} as as_of_date,
+        {{ billhouse.local_date('greatest(subscriptions.subscription_at, ' ~ billhouse.utc_instant(billhouse.close_setting('close_from')) ~ ')', 'customers.timezone') }} as close_from_date
     from subscriptions
     inner join plans
         on subscriptions.plan_code = plans.plan_code
@@ -56,8 +56,8 @@ subscription_clock as (
         on subscriptions.external_customer_id = customers.external_customer_id
     left join successors
         on subscriptions.external_subscription_id = successors.external_subscription_id
-    {% if var('close_timezone') %}
-    where customers.timezone = '{{ var("close_timezone") }}'
+    {% if billhouse.close_setting('close_timezone') %}
+    where customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
     {% endif %}
 ),
 
@@ -173,8 +173,8 @@ final as (
         subscription_fee_issuing_date,
         {{ billhouse.local_midnight('subscription_fee_issuing_date', 'timezone') }} as subscription_fee_closes_at
     from timed
-    where period_start <= {{ billhouse.utc_instant(var('as_of')) }}
-        and period_end > {{ billhouse.utc_instant(var('close_from')) }}
+    where period_start <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
+        and period_end > {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }}
 )
 
 select * from final

@@ -50,8 +50,8 @@ charged_events as (
 
 billed_events as (
     select * from charged_events
-    where closes_at > {{ billhouse.utc_instant(var('close_from')) }}
-        and closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+    where closes_at > {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }}
+        and closes_at <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 {#- graduated and graduated_percentage: the amount of every range, through the event

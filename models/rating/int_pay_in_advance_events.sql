@@ -67,7 +67,7 @@ charge_events as (
     where events.billable_metric_code in (select billable_metric_code from per_event_charges)
         and events.event_at >= period_charges.period_start
         and events.event_at < period_charges.period_end
-        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
+        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 timed as (
@@ -80,7 +80,7 @@ timed as (
 known as (
     {#- an event closing after as_of comes after every event billed here: left out -#}
     select * from timed
-    where closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+    where closes_at <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 first_matching_filter as (

@@ -60,11 +60,11 @@ billable_events as (
         and events.billable_metric_code = per_event_metrics.billable_metric_code
     -- a column of the events: without per-event charges the scan reads nothing more
     where events.billable_metric_code in (select billable_metric_code from per_event_charges)
-        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(var('as_of')) }}
+        and greatest(events.event_at, events.ingested_at) < {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
         and greatest(events.event_at, events.ingested_at)
-            >= {{ billhouse.utc_instant(var('close_from')) }} - interval '3' day
-    {% if var('close_timezone') %}
-        and customers.timezone = '{{ var("close_timezone") }}'
+            >= {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }} - interval '3' day
+    {% if billhouse.close_setting('close_timezone') %}
+        and customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
     {% endif %}
 ),
 
@@ -74,8 +74,8 @@ event_days as (
         external_subscription_id,
         {{ billhouse.local_date('event_at', 'timezone') }} as event_date
     from billable_events
-    where {{ billhouse.local_midnight('issuing_date', 'timezone') }} > {{ billhouse.utc_instant(var('close_from')) }}
-        and {{ billhouse.local_midnight('issuing_date', 'timezone') }} <= {{ billhouse.utc_instant(var('as_of')) }}
+    where {{ billhouse.local_midnight('issuing_date', 'timezone') }} > {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }}
+        and {{ billhouse.local_midnight('issuing_date', 'timezone') }} <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 subscription_clock as (

@@ -14,8 +14,8 @@ currencies as (
 issued as (
     select *
     from periods
-    where subscription_fee_closes_at > {{ billhouse.utc_instant(var('close_from')) }}
-        and subscription_fee_closes_at <= {{ billhouse.utc_instant(var('as_of')) }}
+    where subscription_fee_closes_at > {{ billhouse.utc_instant(billhouse.close_setting('close_from')) }}
+        and subscription_fee_closes_at <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
 ),
 
 priced as (
