@@ -57,6 +57,7 @@ class RawTable:
     append_only: bool = False
     engine: str = "MergeTree"
     derived_columns: tuple[DerivedColumn, ...] = ()
+    clickhouse_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -73,6 +74,8 @@ class RawTable:
         return (
             f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} (\n  {cols}\n)"
             f" ENGINE = {self.engine} ORDER BY ({self.order_by})"
+            + (" SETTINGS " + ", ".join(f"{name} = {value}" for name, value in self.clickhouse_settings)
+               if self.clickhouse_settings else "")
         )
 
 
@@ -82,6 +85,13 @@ class RawTable:
         return [
             f"ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS {d.clickhouse_definition()}"
             for d in self.derived_columns
+        ]
+
+    def clickhouse_setting_changes(self, schema: str = RAW_SCHEMA) -> list[str]:
+        """For a store created before a table setting existed: set it (idempotent)."""
+        return [
+            f"ALTER TABLE {schema}.{self.name} MODIFY SETTING {name} = {value}"
+            for name, value in self.clickhouse_settings
         ]
 
 
@@ -106,10 +116,14 @@ EVENTS = RawTable(
     append_only=True,
     # The event's identity as a 64-bit hash, stored at insert: the close finds resent
     # events by grouping this one column instead of hashing two strings per event
-    # (macros/event_identity_hash.sql, models/metering/int_event_keys_duplicated.sql).
+    # (macros/event_identity_hash.sql, models/metering/int_event_identities_duplicated.sql).
     derived_columns=(
         DerivedColumn("identity_hash", "UInt64", "cityHash64(external_subscription_id, transaction_id)"),
     ),
+    # Each row keeps the number of the insert block that stored it (the `_block_number`
+    # column; block numbers only grow), so the close can tell the events loaded since
+    # its last run (models/metering/int_event_identities_duplicated.sql).
+    clickhouse_settings=(("enable_block_number_column", "1"),),
 )
 
 BILLABLE_METRICS = RawTable(

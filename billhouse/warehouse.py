@@ -32,6 +32,8 @@ class Warehouse:
             self.client.command(table.clickhouse_ddl(self.schema))
             for addition in table.clickhouse_derived_column_additions(self.schema):
                 self.client.command(addition)
+            for change in table.clickhouse_setting_changes(self.schema):
+                self.client.command(change)
 
     def replace_catalog(self, catalog: Catalog) -> None:
         """Replace the catalog, customers and subscriptions with those of ``catalog``."""

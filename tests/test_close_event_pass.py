@@ -7,11 +7,21 @@ identity hash that lets the close read the events once.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
 
+import pytest
+
+from billhouse.catalog import parse_catalog
+from billhouse.close import load_inputs
 from billhouse.dbt_runner import run_dbt
+from billhouse.events import load_events
+from billhouse.raw_tables import EVENTS
+from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
-from tests.conftest import Billed
+from tests.conftest import CATALOG, FIRST_BATCH, Billed, _event
 
 
 def _selected(billed: Billed, selector: str) -> list[dict]:
@@ -51,7 +61,9 @@ def test_an_identity_hash_collision_never_drops_or_repeats_an_event(billed: Bill
         " from billhouse_raw.events group by 1, 2 having count() = 1 order by 1, 2 limit 1"
     )
     with open_warehouse(billed.settings) as warehouse:
-        warehouse.client.command(f"insert into billhouse.int_event_keys_duplicated values ({single['h']}, 2)")
+        warehouse.client.command(
+            f"insert into billhouse.int_event_identities_duplicated values ({single['h']}, 2, 0, '')"
+        )
         try:
             after = warehouse.query(
                 "select external_subscription_id, transaction_id, properties"
@@ -59,17 +71,129 @@ def test_an_identity_hash_collision_never_drops_or_repeats_an_event(billed: Bill
             )
         finally:
             warehouse.client.command(
-                "alter table billhouse.int_event_keys_duplicated delete"
+                "alter table billhouse.int_event_identities_duplicated delete"
                 f" where identity_hash = {single['h']} settings mutations_sync = 1"
             )
     assert after == before
 
 
 def test_resent_events_are_found_by_identity(billed: Billed) -> None:
-    duplicated = billed.query("select identity_hash, copies from billhouse.int_event_keys_duplicated")
+    duplicated = billed.query(
+        "select identity_hash, max(copies) as most_copies from billhouse.int_event_identities_duplicated"
+        " where copies > 1 group by identity_hash"
+    )
     raw = billed.query(
         "select cityHash64(external_subscription_id, transaction_id) as h, count() as n"
         " from billhouse_raw.events group by h having n > 1"
     )
-    assert sorted((r["identity_hash"], r["copies"]) for r in duplicated) == sorted((r["h"], r["n"]) for r in raw)
+    assert sorted((r["identity_hash"], r["most_copies"]) for r in duplicated) == sorted((r["h"], r["n"]) for r in raw)
     assert duplicated, "the session warehouse resends events (tests/conftest.py SECOND_BATCH)"
+
+
+# --- the duplicate index grows with the store (events loaded since the last close) ---
+
+DEDUPLICATION_MODELS = ["stg_billhouse__events", "int_event_identities_duplicated", "int_events_deduplicated"]
+
+
+class IndexedStore:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = parse_catalog(CATALOG, source="tests/conftest.py")
+
+    def build(self) -> None:
+        run_dbt(self.settings, ["run", "--select", *DEDUPLICATION_MODELS])
+
+    def load(self, events: list[dict]) -> None:
+        with open_warehouse(self.settings) as warehouse:
+            load_events(warehouse, events, self.catalog)
+
+    def query(self, sql: str) -> list[dict]:
+        with open_warehouse(self.settings) as warehouse:
+            return warehouse.query(sql)
+
+    def index(self) -> list[dict]:
+        return self.query(
+            "select identity_hash, copies, scanned_through_block, events_table_uuid"
+            " from billhouse.int_event_identities_duplicated order by scanned_through_block, identity_hash"
+        )
+
+    def duplicated_in_store(self) -> set[int]:
+        rows = self.query(
+            "select identity_hash as h from billhouse_raw.events group by h having count() > 1"
+        )
+        return {row["h"] for row in rows}
+
+    def deduplicated(self) -> list[tuple[str, str, str]]:
+        rows = self.query(
+            "select external_subscription_id as s, transaction_id as t, properties as p"
+            " from billhouse.int_events_deduplicated order by s, t"
+        )
+        return [(row["s"], row["t"], row["p"]) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def indexed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexedStore]:
+    store = IndexedStore(Settings(data_dir=Path(tmp_path_factory.mktemp("indexed"))))
+    load_inputs(store.settings, store.catalog, FIRST_BATCH)
+    store.build()
+    yield store
+
+
+def test_the_duplicate_index_appends_only_what_new_events_duplicate(indexed_store: IndexedStore) -> None:
+    store = indexed_store
+    first = store.index()
+    markers = [row for row in first if row["copies"] == 0]
+    assert len(markers) == 1 and markers[0]["events_table_uuid"]
+    assert {row["identity_hash"] for row in first if row["copies"] > 1} == store.duplicated_in_store()
+
+    store.build()  # nothing loaded since: no identity appended, one more marker
+    again = store.index()
+    assert [row for row in again if row["copies"] > 1] == [row for row in first if row["copies"] > 1]
+    assert len([row for row in again if row["copies"] == 0]) == 2
+
+    # a resend of an October event (another timestamp and value: the first copy wins)
+    # and a new November event sent twice in one load
+    store.load([
+        _event("a-store-2", "sub_a", "storage_gb", "2026-11-03T00:00:00Z", gb="900"),
+        _event("a-nov-1", "sub_a", "api_calls", "2026-11-02T00:00:00Z"),
+        _event("a-nov-1", "sub_a", "api_calls", "2026-11-02T00:00:00Z"),
+        _event("a-nov-2", "sub_a", "api_calls", "2026-11-02T00:00:00Z"),
+    ])
+    store.build()
+    after = store.index()
+    first_scan = markers[0]["scanned_through_block"]
+    appended = [row for row in after if row["copies"] > 1 and row["scanned_through_block"] > first_scan]
+    new_hashes = {row["h"] for row in store.query(
+        "select cityHash64(external_subscription_id, transaction_id) as h from billhouse_raw.events"
+        " where transaction_id in ('a-store-2', 'a-nov-1') group by h"
+    )}
+    assert {row["identity_hash"] for row in appended} == new_hashes and len(appended) == 2
+    assert {row["identity_hash"] for row in after if row["copies"] > 1} == store.duplicated_in_store()
+    assert max(row["scanned_through_block"] for row in after) > max(row["scanned_through_block"] for row in first)
+
+    deduplicated = store.deduplicated()
+    assert len(deduplicated) == len({(s, t) for s, t, _ in deduplicated})
+    [store_2] = [p for s, t, p in deduplicated if t == "a-store-2"]
+    assert json.loads(store_2) == {"gb": 0.5}  # the first accepted copy, not the resend
+    assert [t for s, t, _ in deduplicated if t.startswith("a-nov-")] == ["a-nov-1", "a-nov-2"]
+
+
+def test_a_recreated_events_table_is_scanned_whole_again(indexed_store: IndexedStore) -> None:
+    store = indexed_store
+    before = store.deduplicated()
+    with open_warehouse(store.settings) as warehouse:
+        rows = warehouse.query(f"select {', '.join(EVENTS.column_names)} from billhouse_raw.events")
+        warehouse.client.command("drop table billhouse_raw.events")
+        warehouse.ensure_raw_tables()  # block numbers start again from 1
+        warehouse.insert_rows(EVENTS, rows)
+    store.build()
+    index = store.index()
+    uuids = {row["events_table_uuid"] for row in index if row["copies"] == 0}
+    assert len(uuids) == 2, "the re-created table is recorded under its new UUID"
+    [table] = store.query(
+        "select toString(uuid) as u from system.tables where database = 'billhouse_raw' and name = 'events'"
+    )
+    latest_uuid = table["u"]
+    rescanned = {row["identity_hash"] for row in index if row["events_table_uuid"] == latest_uuid and row["copies"] > 1}
+    assert rescanned == store.duplicated_in_store()
+    assert store.deduplicated() == before

@@ -1,7 +1,7 @@
 {#- Each event once: of the copies of one (external_subscription_id, transaction_id),
     the first accepted wins and later copies are ignored (semantics.md). A view: the
     events of keys stored once pass straight through, the copies of the few keys in
-    int_event_keys_duplicated are ranked, so the close reads the event grain once,
+    int_event_identities_duplicated are ranked, so the close reads the event grain once,
     where it aggregates it, instead of copying it. -#}
 {{ config(materialized='view') }}
 
@@ -10,7 +10,7 @@ with events as (
 ),
 
 duplicated_keys as (
-    select identity_hash from {{ ref('int_event_keys_duplicated') }}
+    select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
 ),
 
 single_copies as (
