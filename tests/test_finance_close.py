@@ -7,8 +7,10 @@ real ``close()`` over a dbt-built ledger: nothing is rebuilt here.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from billhouse.finance_snapshot import load_snapshot
@@ -88,3 +90,35 @@ def test_snapshot_of_the_close_agrees_with_the_marts_and_the_ledger(billed: Bill
     assert report.kpis[("EUR", "mrr")] == "€10.00"
     eur_net = sum(cents for (_, currency), (cents, _) in by_month.items() if currency == "EUR")
     assert report.tables["revenue-EUR"][-1][-1] == f"€{eur_net // 100:,}.{eur_net % 100:02d}"
+
+
+def test_usage_per_customer_metric_and_day_is_the_first_copy_of_each_event(billed: Billed) -> None:
+    """fct_usage against a Python count and sum over the raw events, keeping each
+    identity's first accepted copy (the resent a-call-1 and a-store-1 of conftest's
+    SECOND_BATCH, the latter with gb=100, must not count)."""
+    raw = billed.query(
+        "select e.external_subscription_id as sub, e.transaction_id as tx, e.code as code,"
+        " toString(toDate(e.timestamp, 'UTC')) as day, e.properties as properties, e.ingested_at as ingested_at,"
+        " s.external_customer_id as customer"
+        " from billhouse_raw.events e join billhouse_raw.subscriptions s"
+        " on e.external_subscription_id = s.external_id"
+    )
+    first_copies: dict[tuple[str, str], dict] = {}
+    for event in sorted(raw, key=lambda event: event["ingested_at"]):
+        first_copies.setdefault((event["sub"], event["tx"]), event)
+    fields = {metric.code: metric.field_name for metric in billed.catalog.billable_metrics}
+    expected: dict[tuple[str, str, str], tuple[int, Decimal]] = {}
+    for event in first_copies.values():
+        key = (event["customer"], event["code"], event["day"])
+        count, units = expected.get(key, (0, Decimal(0)))
+        field = fields[event["code"]]
+        value = Decimal(str(json.loads(event["properties"])[field])) if field else Decimal(1)
+        expected[key] = (count + 1, units + value)
+
+    rows = billed.query("select * from billhouse.fct_usage")
+    got = {
+        (row["external_customer_id"], row["billable_metric_code"], str(row["usage_date"])): (row["events_count"], row["units"])
+        for row in rows
+    }
+    assert got == expected
+    assert got[("cus_a", "storage_gb", "2026-10-10")] == (1, Decimal(2))
