@@ -362,3 +362,11 @@ def test_a_day_that_has_not_ended_cannot_be_closed(orchestrated: Orchestrated) -
     tomorrow = (datetime.now(timezone.utc).date()).isoformat()
     with pytest.raises((DayNotOverError, DagsterExecutionStepExecutionError)):
         orchestrated.close(tomorrow, "UTC")
+
+
+def test_the_instance_settings_launch_one_run_at_a_time(tmp_path: Path) -> None:
+    # chDB admits one process per store: `make ui` installs orchestration/dagster.yaml,
+    # whose run queue never lets two closes (or backfill runs) overlap.
+    (tmp_path / "dagster.yaml").write_text((Path(__file__).parents[1] / "orchestration" / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 1
