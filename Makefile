@@ -30,7 +30,8 @@ clean:
 	rm -rf .billhouse target logs
 
 # The Dagster UI on the embedded warehouse and ledger of BILLHOUSE_HOME (default .billhouse):
-# one close schedule per customer timezone, (day, timezone) partitions, backfills.
+# the close-clock sensor (turn it on), (day, timezone) partitions, backfills; runs one at a time.
 ui: $(INSTALLED)
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.billhouse/dagster} ; mkdir -p $$DAGSTER_HOME ; \
+	[ -e $$DAGSTER_HOME/dagster.yaml ] || cp orchestration/dagster.yaml $$DAGSTER_HOME/dagster.yaml ; \
 	DAGSTER_HOME=$$DAGSTER_HOME $(BIN)/dagster dev -m orchestration.definitions -h 127.0.0.1 -p 3000

@@ -1,4 +1,5 @@
-"""Dagster definitions: the billing close as assets, partitions and per-timezone schedules.
+"""Dagster definitions: the billing close as assets, (day × timezone) partitions and the
+close-clock sensor.
 
 The dbt billing models are assets (dagster-dbt, over the manifest, chdb target, the
 project's `close` selector — every billing model, with the invoice drafts' data tests as
@@ -7,40 +8,53 @@ step after finalization, as in the CLI close); the invoices
 (finalize into the ledger, PDFs, billed-fee mirror) are one asset downstream of
 ``fct_invoice_drafts``. Both are partitioned by (billing day, customer timezone): the
 partition (D, tz) closes the local day D of tz for the customers of tz — everything that
-ends in (midnight starting D, midnight ending D]; its invoices are dated D + 1. One
-schedule per timezone present in the customers table fires at 00:05 local time and
-requests the day that just ended, with run key ``<tz>/<D>``; re-running or backfilling a
-partition issues nothing twice (the ledger is idempotent by invoice key). Partitions
-exist up to the current UTC day (end_offset=1, for timezones ahead of UTC); closing a
-day that has not ended in its timezone is refused.
+ends in (midnight starting D, midnight ending D]; its invoices are dated D + 1. The
+timezone dimension is the dynamic partitions ``customer_timezone``: one sensor,
+``close_timezones`` (every 5 minutes), reads the customers' timezones from the store,
+adds the new ones (no code-location reload; a timezone left without customers stays,
+so its days remain backfillable), and requests, for each timezone, every local day that
+has ended at least 5 minutes ago and that it has not requested yet (its cursor keeps the
+last day requested per timezone, so a daemon down for hours skips no day and a day is
+never requested twice), with run key ``<tz>/<D>``. A timezone seen for the first time
+starts with the last day that ended there. Re-running or backfilling a partition issues
+nothing twice (the ledger is idempotent by invoice key). Partitions exist up to the
+current UTC day (end_offset=1, for timezones ahead of UTC); closing a day that has not
+ended in its timezone is refused.
 
 chDB admits one process per store: the assets open the warehouse only around dbt (which
-runs as a subprocess), never while it runs.
+runs as a subprocess), never while it runs; the sensor opens it for one query, and skips
+its tick (SkipReason, no retry) while a run is in progress or another process owns the
+store — the next tick requests whatever came due meanwhile.
 """
-
-
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+from clickhouse_connect.driver.exceptions import ProgrammingError
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetExecutionContext,
     AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     Definitions,
+    DynamicPartitionsDefinition,
     MaterializeResult,
     MultiPartitionKey,
     MultiPartitionsDefinition,
     RunRequest,
-    ScheduleDefinition,
-    ScheduleEvaluationContext,
-    StaticPartitionsDefinition,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
     asset,
     definitions,
     define_asset_job,
-    schedule,
+    sensor,
 )
 from dagster_dbt import DbtCliResource, dbt_assets
 
@@ -51,7 +65,21 @@ from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.warehouse import open_warehouse
 
 PARTITIONS_START = "2024-01-01"
-SCHEDULE_MINUTE_AFTER_MIDNIGHT = 5
+TIMEZONE_PARTITIONS = DynamicPartitionsDefinition(name="customer_timezone")
+CLOSE_SENSOR_NAME = "close_timezones"
+CLOSE_SENSOR_INTERVAL_SECONDS = 5 * 60
+# A day is closed once it has been over for this long in its timezone (the events of its
+# last minutes arrive), i.e. from 00:05 local time, like the former per-timezone schedules.
+CLOSE_DELAY = timedelta(minutes=5)
+# Runs in these states hold the store or are about to take it: the sensor leaves it alone.
+STORE_HOLDING_RUN_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+# clickhouse-connect's message when chDB cannot open the store (another process owns it).
+_STORE_OPEN_FAILURE = "Unable to open the chdb engine"
 
 
 class DayNotOverError(BillhouseError):
@@ -76,10 +104,95 @@ def checked_close_window(day: date, tz_name: str) -> tuple[datetime, datetime]:
 
 
 def customer_timezones(settings: Settings) -> list[str]:
-    """The customers' timezones in the store (UTC when there is none yet)."""
+    """The distinct timezones of the customers in the store (none when it has no customer)."""
     with open_warehouse(settings) as warehouse:
         rows = warehouse.query("select distinct timezone from billhouse_raw.customers order by timezone")
-    return [row["timezone"] for row in rows] or ["UTC"]
+    return [row["timezone"] for row in rows]
+
+
+def last_ended_day(tz_name: str, instant: datetime) -> date:
+    """The last local day of ``tz_name`` whose close window had ended at ``instant``."""
+    day = instant.astimezone(ZoneInfo(tz_name)).date() - timedelta(days=1)
+    while close_window(day, tz_name)[1] > instant:  # defensive: a midnight a DST switch skips
+        day -= timedelta(days=1)
+    return day
+
+
+def days_to_close(tz_name: str, last_requested: date | None, now: datetime) -> list[date]:
+    """The local days of ``tz_name`` the clock requests at ``now``: every day after
+    ``last_requested`` that has been over for CLOSE_DELAY, oldest first (a missed tick
+    skips no day); for a timezone never requested, only the last day that ended."""
+    last_due = last_ended_day(tz_name, now - CLOSE_DELAY)
+    if last_requested is None:
+        return [last_due]
+    return [last_requested + timedelta(days=n) for n in range(1, (last_due - last_requested).days + 1)]
+
+
+def close_run_request(tz_name: str, day: date) -> RunRequest:
+    """The run closing the local day ``day`` of ``tz_name``: partition (day, tz), run key ``<tz>/<D>``."""
+    billing_date = day.isoformat()
+    return RunRequest(
+        run_key=f"{tz_name}/{billing_date}",
+        partition_key=MultiPartitionKey({"date": billing_date, "timezone": tz_name}),
+        tags={"billhouse/timezone": tz_name, "billhouse/billing_date": billing_date},
+    )
+
+
+def parse_clock_cursor(cursor: str | None) -> dict[str, date]:
+    """The sensor cursor: the last local day requested, per timezone (JSON object)."""
+    return {tz: date.fromisoformat(day) for tz, day in json.loads(cursor or "{}").items()}
+
+
+def format_clock_cursor(last_requested: Mapping[str, date]) -> str:
+    return json.dumps({tz: day.isoformat() for tz, day in sorted(last_requested.items())})
+
+
+def store_holding_runs(instance: DagsterInstance) -> list[str]:
+    """Ids of the runs of this instance that hold the store or are about to take it."""
+    runs = instance.get_runs(filters=RunsFilter(statuses=STORE_HOLDING_RUN_STATUSES), limit=5)
+    return [run.run_id for run in runs]
+
+
+def evaluate_close_clock(context: SensorEvaluationContext, settings: Settings, now: datetime) -> SensorResult | SkipReason:
+    """One tick of the close clock at ``now`` (see the module docstring)."""
+    holding = store_holding_runs(context.instance)
+    if holding:
+        return SkipReason(
+            f"store busy: run(s) {', '.join(holding)} in progress or queued; the store is left to them "
+            "and the next tick closes whatever came due meanwhile"
+        )
+    try:
+        timezones = customer_timezones(settings)
+    except ProgrammingError as exc:
+        if _STORE_OPEN_FAILURE not in str(exc):
+            raise
+        return SkipReason(
+            f"store busy: another process owns {settings.chdb_path} (chDB admits one process per store); "
+            f"not retried, the next tick closes whatever came due meanwhile ({exc})"
+        )
+    if not timezones:
+        return SkipReason("no customer in the store: no timezone to close")
+    known = set(context.instance.get_dynamic_partitions(TIMEZONE_PARTITIONS.name))
+    new_timezones = [tz for tz in timezones if tz not in known]
+    last_requested = parse_clock_cursor(context.cursor)
+    run_requests: list[RunRequest] = []
+    for tz_name in timezones:
+        days = days_to_close(tz_name, last_requested.get(tz_name), now)
+        run_requests += [close_run_request(tz_name, day) for day in days]
+        if days:
+            last_requested[tz_name] = days[-1]
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=(
+            [AddDynamicPartitionsRequest(TIMEZONE_PARTITIONS.name, new_timezones)] if new_timezones else []
+        ),
+        cursor=format_clock_cursor(last_requested),
+        skip_reason=None if run_requests else f"no day has ended since the last close in {', '.join(timezones)}",
+    )
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def partition_of(context: AssetExecutionContext) -> tuple[date, str]:
@@ -90,11 +203,9 @@ def partition_of(context: AssetExecutionContext) -> tuple[date, str]:
     return date.fromisoformat(dims["date"]), dims["timezone"]
 
 
-def schedule_name(tz_name: str) -> str:
-    return "close_" + "".join(c if c.isalnum() else "_" for c in tz_name)
-
-
-def build_definitions(settings: Settings | None = None) -> Definitions:
+def build_definitions(settings: Settings | None = None, clock: Callable[[], datetime] = utc_now) -> Definitions:
+    """The Definitions on the store of ``settings``; ``clock`` is the close clock's time
+    (tests pass a fixed instant)."""
     settings = settings or Settings.from_env()
     for name, value in dbt_env(settings).items():  # the dbt subprocess finds the store
         if name.startswith(("BILLHOUSE_", "DBT_")):
@@ -104,12 +215,11 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         with open_warehouse(settings):
             pass  # the raw tables (dbt sources) exist before dbt parses
         run_dbt(settings, ["parse"])
-    timezones = customer_timezones(settings)
 
     partitions = MultiPartitionsDefinition(
         {
             "date": DailyPartitionsDefinition(start_date=PARTITIONS_START, end_offset=1),
-            "timezone": StaticPartitionsDefinition(timezones),
+            "timezone": TIMEZONE_PARTITIONS,
         }
     )
 
@@ -154,28 +264,22 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
 
     close_job = define_asset_job("close", partitions_def=partitions)
 
-    def timezone_schedule(tz_name: str) -> ScheduleDefinition:
-        @schedule(
-            name=schedule_name(tz_name),
-            job=close_job,
-            cron_schedule=f"{SCHEDULE_MINUTE_AFTER_MIDNIGHT} 0 * * *",
-            execution_timezone=tz_name,
-        )
-        def close_timezone(context: ScheduleEvaluationContext):
-            local = context.scheduled_execution_time.astimezone(ZoneInfo(tz_name))
-            day = (local.date() - timedelta(days=1)).isoformat()  # the day that just ended
-            return RunRequest(
-                run_key=f"{tz_name}/{day}",
-                partition_key=MultiPartitionKey({"date": day, "timezone": tz_name}),
-                tags={"billhouse/timezone": tz_name, "billhouse/billing_date": day},
-            )
-
-        return close_timezone
+    @sensor(
+        name=CLOSE_SENSOR_NAME,
+        job=close_job,
+        minimum_interval_seconds=CLOSE_SENSOR_INTERVAL_SECONDS,
+        description=(
+            "Adds the customers' new timezones to the customer_timezone partitions and closes, "
+            "in each timezone, every local day that has ended since its last close (run key <tz>/<D>)."
+        ),
+    )
+    def close_timezones(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        return evaluate_close_clock(context, settings, clock())
 
     return Definitions(
         assets=[billhouse_dbt, invoices],
         jobs=[close_job],
-        schedules=[timezone_schedule(tz) for tz in timezones],
+        sensors=[close_timezones],
         resources={
             "dbt": DbtCliResource(
                 project_dir=str(PROJECT_DIR),
