@@ -58,6 +58,7 @@ class RawTable:
     engine: str = "MergeTree"
     derived_columns: tuple[DerivedColumn, ...] = ()
     clickhouse_settings: tuple[tuple[str, str], ...] = ()
+    partition_by: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -73,7 +74,9 @@ class RawTable:
         cols = ",\n  ".join(definitions)
         return (
             f"CREATE TABLE IF NOT EXISTS {schema}.{self.name} (\n  {cols}\n)"
-            f" ENGINE = {self.engine} ORDER BY ({self.order_by})"
+            f" ENGINE = {self.engine}"
+            + (f" PARTITION BY {self.partition_by}" if self.partition_by else "")
+            + f" ORDER BY ({self.order_by})"
             + (" SETTINGS " + ", ".join(f"{name} = {value}" for name, value in self.clickhouse_settings)
                if self.clickhouse_settings else "")
         )
@@ -124,6 +127,9 @@ EVENTS = RawTable(
     # column; block numbers only grow), so the close can tell the events loaded since
     # its last run (models/metering/int_event_identities_duplicated.sql).
     clickhouse_settings=(("enable_block_number_column", "1"),),
+    # One partition per month of event time: a read bounded in time (a close's periods)
+    # skips the other months' data whatever the store's history.
+    partition_by="toYYYYMM(timestamp)",
 )
 
 BILLABLE_METRICS = RawTable(

@@ -34,6 +34,31 @@ class Warehouse:
                 self.client.command(addition)
             for change in table.clickhouse_setting_changes(self.schema):
                 self.client.command(change)
+            if table.partition_by and self._partition_key(table) != table.partition_by.replace(" ", ""):
+                self._repartition(table)
+
+    def _partition_key(self, table: RawTable) -> str:
+        rows = self.query(
+            "SELECT partition_key FROM system.tables WHERE database = {schema:String} AND name = {name:String}",
+            {"schema": self.schema, "name": table.name},
+        )
+        return rows[0]["partition_key"].replace(" ", "") if rows else ""
+
+    def _repartition(self, table: RawTable) -> None:
+        """A store created before the table was partitioned: copy its rows into a table
+        with the current definition and swap the two (once; the copy gets new insert
+        block numbers and a new UUID, so the duplicate index rescans it)."""
+        copy = f"{table.name}__repartitioned"
+        self.client.command(f"DROP TABLE IF EXISTS {self.schema}.{copy}")
+        self.client.command(table.clickhouse_ddl(self.schema).replace(
+            f"{self.schema}.{table.name} (", f"{self.schema}.{copy} (", 1
+        ))
+        columns = ", ".join(f"`{name}`" for name in table.column_names)
+        self.client.command(
+            f"INSERT INTO {self.schema}.{copy} ({columns}) SELECT {columns} FROM {self.schema}.{table.name}"
+        )
+        self.client.command(f"EXCHANGE TABLES {self.schema}.{table.name} AND {self.schema}.{copy}")
+        self.client.command(f"DROP TABLE {self.schema}.{copy} SYNC")
 
     def replace_catalog(self, catalog: Catalog) -> None:
         """Replace the catalog, customers and subscriptions with those of ``catalog``."""
@@ -99,7 +124,10 @@ def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
         return
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
     client = clickhouse_connect.get_client(
-        interface="chdb", path=str(settings.chdb_path), settings={"session_timezone": "UTC", "join_use_nulls": 1}
+        interface="chdb",
+        path=str(settings.chdb_path),
+        # a load may span many months of event time (one partition each): no cap per insert
+        settings={"session_timezone": "UTC", "join_use_nulls": 1, "max_partitions_per_insert_block": 0},
     )
     try:
         warehouse = Warehouse(client)

@@ -6,11 +6,13 @@ identity hash that lets the close read the events once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import clickhouse_connect
 import pytest
 
 from billhouse.catalog import parse_catalog
@@ -197,3 +199,47 @@ def test_a_recreated_events_table_is_scanned_whole_again(indexed_store: IndexedS
     rescanned = {row["identity_hash"] for row in index if row["events_table_uuid"] == latest_uuid and row["copies"] > 1}
     assert rescanned == store.duplicated_in_store()
     assert store.deduplicated() == before
+
+
+def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    settings.chdb_path.mkdir(parents=True)
+    unpartitioned = dataclasses.replace(EVENTS, partition_by=None, clickhouse_settings=())
+    client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
+    try:
+        client.command("CREATE DATABASE billhouse_raw")
+        client.command(unpartitioned.clickhouse_ddl())
+        client.command(
+            "INSERT INTO billhouse_raw.events (transaction_id, external_subscription_id, code, timestamp,"
+            " properties, ingested_at) VALUES"
+            " ('t1', 's', 'calls', '2026-10-31 23:59:59.999', '{}', '2026-11-02 00:00:00'),"
+            " ('t2', 's', 'calls', '2026-11-01 00:00:00', '{\"gb\": 1}', '2026-11-02 00:00:00'),"
+            " ('t1', 's', 'calls', '2026-11-05 00:00:00', '{}', '2026-11-06 00:00:00')"
+        )
+    finally:
+        client.close()
+
+    select_rows = (
+        "SELECT transaction_id, timestamp, properties, ingested_at, identity_hash"
+        " FROM billhouse_raw.events ORDER BY transaction_id, timestamp"
+    )
+    with open_warehouse(settings) as warehouse:
+        [table] = warehouse.query(
+            "SELECT partition_key, uuid FROM system.tables WHERE database = 'billhouse_raw' AND name = 'events'"
+        )
+        rows = warehouse.query(select_rows)
+        partitions = warehouse.query(
+            "SELECT DISTINCT partition FROM system.parts"
+            " WHERE database = 'billhouse_raw' AND table = 'events' AND active ORDER BY partition"
+        )
+    assert table["partition_key"] == "toYYYYMM(timestamp)"
+    assert [p["partition"] for p in partitions] == ["202610", "202611"]
+    assert [(r["transaction_id"], r["properties"]) for r in rows] == [("t1", "{}"), ("t1", "{}"), ("t2", '{"gb": 1}')]
+    assert rows[0]["identity_hash"] == rows[1]["identity_hash"] != rows[2]["identity_hash"]
+
+    with open_warehouse(settings) as warehouse:  # once: a second open copies nothing
+        [again] = warehouse.query(
+            "SELECT uuid FROM system.tables WHERE database = 'billhouse_raw' AND name = 'events'"
+        )
+        assert warehouse.query(select_rows) == rows
+    assert again["uuid"] == table["uuid"]

@@ -3,7 +3,9 @@
     bucket it falls in: the charge filter it matches (the first filter all of whose keys
     match; -1 = the charge's default properties) and its group ('' without grouped_by).
     Recurring metrics also carry the events before the period (in_period = 0), whose
-    values carry over.
+    values carry over. The event scan is bounded by the closing periods (their earliest
+    start, unless a recurring metric closes, and latest end), so a close reads only the
+    months of raw events (partitions) its periods cover.
 
     A view, read once per close by int_charge_events_aggregated (and, restricted to
     their metrics' events, by the unique-count and percentage models). What the catalog
@@ -13,6 +15,13 @@
 {{ config(materialized='view') }}
 {%- set features = billhouse.catalog_features() -%}
 {%- set counts_uniques = 'unique_count_agg' in features['aggregation_types'] %}
+{#- Recurring metrics carry values over from before the period: without them, no event
+    before the earliest closing period is read (the scan bounds below). -#}
+{%- set carries_over = {'any': true} %}
+{%- if execute %}
+    {%- set recurring = run_query("select count(*) from " ~ ref('int_billing_period_charges') ~ " where recurring") %}
+    {%- do carries_over.update({'any': recurring.columns[0].values()[0] | int > 0}) %}
+{%- endif %}
 
 with period_charges as (
     select * from {{ ref('int_billing_period_charges') }}
@@ -63,6 +72,12 @@ events as (
         )
         and events.event_at < period_charges.period_end
         and (period_charges.recurring or events.event_at >= period_charges.period_start)
+        -- constant bounds (scalar subqueries are evaluated first): the scan skips the
+        -- months of the raw events (one partition each) outside the closing periods
+        and events.event_at < (select max(period_end) from period_charges)
+        {%- if not carries_over['any'] %}
+        and events.event_at >= (select min(period_start) from period_charges)
+        {%- endif %}
 ),
 {%- endif %}
 {%- endfor %}
