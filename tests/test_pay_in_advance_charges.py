@@ -2,8 +2,9 @@
 
 Every model Lago bills per event — standard, graduated, package, percentage,
 graduated_percentage — with filters and grouped_by: an event pays the charge's amount
-over its bucket's cumulative units through it minus the amount before it, so a period's
-per-event fees add up to the arrears amount of the same events. One catalog, one full
+over its bucket's peak units through it minus the amount over the peak before it, so no
+fee is negative and a period's per-event fees add up to the arrears amount of the same
+events when the units never fall (tests/test_negative_usage.py). One catalog, one full
 dbt build per warehouse (every data and unit test), then the per-event models again in
 three consecutive close windows; every expected amount is computed by hand in its row.
 """

@@ -9,7 +9,7 @@
     both happened and arrived), then event_at, ingested_at, transaction_id. Events billed
     by the same close are thus in time order, and an event arriving after an earlier
     close comes after everything that close billed, so a fee once billed never changes
-    and the fees of a period add up to the amount of its total (docs/billing-clock.md).
+    and the fees of a period add up to the amount of its peak (docs/billing-clock.md).
     An event's priced units are the bucket's peak units through it and before it: the
     highest cumulative units so far (rounding_function applied, a negative total
     counting as 0). An event that lowers the running units (a negative sum_agg value)
