@@ -2,8 +2,9 @@
 
 Every model Lago bills per event — standard, graduated, package, percentage,
 graduated_percentage — with filters and grouped_by: an event pays the charge's amount
-over its bucket's cumulative units through it minus the amount before it, so a period's
-per-event fees add up to the arrears amount of the same events. One catalog, one full
+over its bucket's peak units through it minus the amount over the peak before it, so no
+fee is negative and a period's per-event fees add up to the arrears amount of the same
+events when the units never fall (tests/test_negative_usage.py). One catalog, one full
 dbt build per warehouse (every data and unit test), then the per-event models again in
 three consecutive close windows; every expected amount is computed by hand in its row.
 """
@@ -197,10 +198,13 @@ FEES: list[Fee] = [
     _on_time("filtered", "f6", 6, "1", 300, region="eu", tier="gold"),  # first filter: 1 x 3 = 3
     _on_time("filtered", "f7", 7, "1", 50, region="us", tier="gold"),  # default: 12.5 - 12 = 0.5
     # standard 1 per unit with a negative value: the running total 3 -> -2 (priced as 0)
-    # -> 2; an event lowering the priced units gets a negative fee: 3, 0 - 3, 2 - 0
+    # -> 2 -> 4; the priced units are the period's peak so far, 3 -> 3 -> 3 -> 4: an
+    # event lowering the units pays 0 (never a negative fee), and later events pay only
+    # above the peak (3 units are not billed twice): 3, 0, 0, 1
     _on_time("neg", "n1", 1, "3", 300),
-    _on_time("neg", "n2", 2, "-5", -300, units_billed="-3"),
-    _on_time("neg", "n3", 3, "4", 200, units_billed="2"),
+    _on_time("neg", "n2", 2, "-5", 0, units_billed="0"),
+    _on_time("neg", "n3", 3, "4", 0, units_billed="0"),
+    _on_time("neg", "n4", 4, "2", 100, units_billed="1"),
     # rounding_function ceil on the running total: 0.2 -> 1, 0.4 -> 1, 1.1 -> 2 units
     _on_time("ceil", "r1", 1, "0.2", 100, units_billed="1"),
     _on_time("ceil", "r2", 2, "0.2", 0, units_billed="0"),

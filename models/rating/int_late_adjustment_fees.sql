@@ -2,7 +2,11 @@
     late events, the re-rated fee minus what earlier invoices billed for it (the fee and
     any earlier adjustment). Billed on the customer's invoice of this close (the latest
     issuing date of its regular fees in the window), labelled with the earlier period;
-    once billed it is part of "what was billed", so it is never billed twice. -#}
+    once billed it is part of "what was billed", so it is never billed twice. Only an
+    increase is billed (units and amount each floored at 0): late usage that lowers a
+    fee (a negative sum_agg value) bills nothing and is not refunded — a finalized
+    invoice stands, corrections are credit notes — and later late usage bills only
+    what exceeds what was billed (docs/billing-clock.md, "Negative usage"). -#}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
 ),
@@ -105,14 +109,15 @@ final as (
         late_rated.group_key as group_key,
         late_rated.invoice_display_name as invoice_display_name,
         late_rated.unit_amount as unit_amount,
-        late_rated.units - coalesce(already_billed.units, 0) as units,
-        late_rated.precise_amount - coalesce(already_billed.precise_amount, 0) as precise_amount,
-        late_rated.amount_cents - coalesce(already_billed.amount_cents, 0) as amount_cents
+        greatest(late_rated.units - coalesce(already_billed.units, 0), {{ billhouse.decimal_zero() }}) as units,
+        greatest(late_rated.precise_amount - coalesce(already_billed.precise_amount, 0), {{ billhouse.decimal_zero() }})
+            as precise_amount,
+        greatest(late_rated.amount_cents - coalesce(already_billed.amount_cents, 0), 0) as amount_cents
     from late_rated
     left join already_billed
         on late_rated.adjusted_fee_key = already_billed.adjusted_fee_key
-    where late_rated.units != coalesce(already_billed.units, 0)
-        or late_rated.amount_cents != coalesce(already_billed.amount_cents, 0)
+    where late_rated.units > coalesce(already_billed.units, 0)
+        or late_rated.amount_cents > coalesce(already_billed.amount_cents, 0)
 )
 
 select * from final

@@ -3,13 +3,15 @@
     after the event both happened and arrived — so each daily close bills the events of
     the day before, and a late arrival the next day.
 
-    An event's fee is the charge's amount over its bucket's cumulative units through
-    the event minus the amount over the units before it (the first event of a bucket:
-    minus nothing), priced by the same charge-model macros as the arrears fee, with the
-    price of the event's filter; percentage takes the running sum of the per-event
-    amounts (free allowance, fixed amount, per-transaction min/max as in
-    int_percentage_event_amounts). The fees of a bucket thus add up to the amount the
-    arrears charge bills for the same events; each fee is rounded half-up on its own. -#}
+    An event's fee is the charge's amount over its bucket's peak units through the
+    event minus the amount over the peak before it (the first event of a bucket: minus
+    nothing; int_pay_in_advance_events), priced by the same charge-model macros as the
+    arrears fee, with the price of the event's filter; percentage takes the running sum
+    of the per-event amounts (free allowance, fixed amount, per-transaction min/max as
+    in int_percentage_event_amounts) and bills its increase above the highest running
+    sum so far. No fee is negative: the fees of a bucket add up to the amount of its
+    peak — the arrears amount of its events when the units never fall; each fee is
+    rounded half-up on its own. -#}
 with pay_in_advance_events as (
     select * from {{ ref('int_pay_in_advance_events') }}
 ),
@@ -138,16 +140,35 @@ percentage_amounts as (
     from percentage_paid
 ),
 
-percentage_running as (
+percentage_through as (
     select
         fee_key,
+        bucket_key,
+        event_number,
         sum(event_amount) over (
             partition by bucket_key
             order by event_number
             rows between unbounded preceding and current row
-        ) as amount_through,
-        event_amount
+        ) as amount_through
     from percentage_amounts
+),
+
+{#- what the bucket has billed before and through the event: the highest running amount
+    so far, floored at 0 (a negative event lowers the running amount, not the billed) -#}
+percentage_running as (
+    select
+        fee_key,
+        greatest(coalesce(max(amount_through) over (
+            partition by bucket_key
+            order by event_number
+            rows between unbounded preceding and 1 preceding
+        ), {{ billhouse.decimal_zero() }}), {{ billhouse.decimal_zero() }}) as billed_before,
+        greatest(max(amount_through) over (
+            partition by bucket_key
+            order by event_number
+            rows between unbounded preceding and current row
+        ), {{ billhouse.decimal_zero() }}) as billed_through
+    from percentage_through
 ),
 
 priced as (
@@ -185,9 +206,7 @@ priced as (
                 ~ ' - ' ~ billhouse.package('billed_events.units_before', 'coalesce(prices.amount, 0)',
                                             'coalesce(prices.package_size, 1)', 'prices.free_units')) }}
             when 'percentage' then {{ billhouse.to_decimal(
-                'greatest(coalesce(percentage_running.amount_through, 0), ' ~ billhouse.decimal_zero() ~ ')'
-                ~ ' - greatest(coalesce(percentage_running.amount_through, 0) - coalesce(percentage_running.event_amount, 0), '
-                ~ billhouse.decimal_zero() ~ ')') }}
+                'coalesce(percentage_running.billed_through, 0) - coalesce(percentage_running.billed_before, 0)') }}
             else {{ billhouse.to_decimal(
                 'coalesce(tiered_amounts.amount_after, 0) - coalesce(tiered_amounts.amount_before, 0)') }}
         end as {{ billhouse.decimal_type() }}) as precise_amount,

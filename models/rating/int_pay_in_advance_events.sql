@@ -9,10 +9,13 @@
     both happened and arrived), then event_at, ingested_at, transaction_id. Events billed
     by the same close are thus in time order, and an event arriving after an earlier
     close comes after everything that close billed, so a fee once billed never changes
-    and the fees of a period add up to the amount of its total (docs/billing-clock.md).
-    An event's priced units are the bucket's cumulative units through it and before it
-    (rounding_function applied, a negative total counting as 0), as the arrears charge
-    would price them.
+    and the fees of a period add up to the amount of its peak (docs/billing-clock.md).
+    An event's priced units are the bucket's peak units through it and before it: the
+    highest cumulative units so far (rounding_function applied, a negative total
+    counting as 0). An event that lowers the running units (a negative sum_agg value)
+    thus adds no priced units, and later events add units only above the peak: no fee
+    is negative and no unit is billed twice in a period, as in Lago (a lowered total
+    is not refunded; docs/billing-clock.md, "Negative usage").
 -#}
 with periods as (
     select * from {{ ref('int_pay_in_advance_periods') }}
@@ -136,8 +139,24 @@ cumulated as (
     select
         ordered.*,
         {{ billhouse.to_decimal('running_value') }} as cumulative_value,
-        {{ billhouse.to_decimal('running_value - event_value') }} as cumulative_value_before
+        {{ billhouse.to_decimal('running_value - event_value') }} as cumulative_value_before,
+        -- the units the charge model would price now: rounded, a negative total counting as 0
+        {{ billhouse.to_decimal('greatest(' ~ billhouse.to_decimal(billhouse.apply_rounding(
+            billhouse.to_decimal('running_value'), 'rounding_function', 'rounding_precision')) ~ ', ' ~ billhouse.decimal_zero() ~ ')') }}
+            as running_units
     from ordered
+),
+
+peaked as (
+    {#- the period's peak so far: before the event (0 before the first) and through it -#}
+    select
+        cumulated.*,
+        max(running_units) over (
+            partition by subscription_period_key, charge_id, filter_index, group_key
+            order by event_number
+            rows between unbounded preceding and 1 preceding
+        ) as peak_units_before
+    from cumulated
 ),
 
 final as (
@@ -164,14 +183,11 @@ final as (
         event_value,
         cumulative_value,
         cumulative_value_before,
-        -- the units the charge model prices: rounded, a negative total counting as 0
-        {{ billhouse.to_decimal('greatest(' ~ billhouse.to_decimal(billhouse.apply_rounding(
-            'cumulative_value_before', 'rounding_function', 'rounding_precision')) ~ ', ' ~ billhouse.decimal_zero() ~ ')') }}
-            as units_before,
-        {{ billhouse.to_decimal('greatest(' ~ billhouse.to_decimal(billhouse.apply_rounding(
-            'cumulative_value', 'rounding_function', 'rounding_precision')) ~ ', ' ~ billhouse.decimal_zero() ~ ')') }}
+        -- the units the charge model prices: the peak before the event and through it
+        {{ billhouse.to_decimal('coalesce(peak_units_before, ' ~ billhouse.decimal_zero() ~ ')') }} as units_before,
+        {{ billhouse.to_decimal('greatest(running_units, coalesce(peak_units_before, ' ~ billhouse.decimal_zero() ~ '))') }}
             as units_after
-    from cumulated
+    from peaked
 )
 
 select * from final

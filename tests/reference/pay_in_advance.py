@@ -1,10 +1,15 @@
 """Reference per-event (pay-in-advance) fees: Decimal in, Decimal out (tests only).
 
-A per-event charge bills each event, in order, the charge's amount over the events so
-far minus the amount over the events before it; the amount over no event is 0 (not
-the model's amount at zero units: the first graduated range's flat amount is paid by
-the first event). The fees of a period therefore add up to the arrears amount of the
-same events (docs/billing-clock.md, "Pay-in-advance charges").
+A per-event charge bills each event, in order, the increase of the highest amount so
+far: the charge's amount over the events so far, when it exceeds every earlier such
+amount, minus that earlier highest amount; the amount over no event is 0 (not the
+model's amount at zero units: the first graduated range's flat amount is paid by the
+first event). An event lowering the amount (a negative sum_agg value) pays 0 and later
+events pay only above the peak, so no fee is negative and the fees of a period add up
+to the highest amount its events reached — the arrears amount of the same events when
+the amount never falls (docs/billing-clock.md, "Pay-in-advance charges", "Negative
+usage"). The charge models are non-decreasing in units, so this is the amount over
+the period's peak units.
 """
 
 from __future__ import annotations
@@ -22,11 +27,11 @@ def per_event_amounts(values: Sequence[ref.Number], amount_of: AmountOfEvents) -
     """The precise fee of every event, given the events' values in billing order."""
     decimals = [ref.D(v) for v in values]
     fees: list[Decimal] = []
-    previous = Decimal(0)
+    billed = Decimal(0)  # the highest amount so far
     for k in range(1, len(decimals) + 1):
-        through = amount_of(decimals[:k])
-        fees.append(through - previous)
-        previous = through
+        highest = max(billed, amount_of(decimals[:k]))
+        fees.append(highest - billed)
+        billed = highest
     return fees
 
 
