@@ -407,6 +407,12 @@ class _Reader:
             raise CatalogError(where, "filters", "must be a list")
         # as in Lago, a charge without a display name shows its metric's name
         display_name = c.get("invoice_display_name") or metric_names[metric_code]
+        pay_in_advance = self.boolean(c, "pay_in_advance", where)
+        min_amount_cents = self.integer(c, "min_amount_cents", where, default=0)
+        if pay_in_advance and min_amount_cents:
+            # per-event fees bill the period's peak, the true-up its final total: a
+            # period whose usage fell would pay the difference twice (Lago refuses it too)
+            raise CatalogError(where, "min_amount_cents", "is not allowed on a pay_in_advance charge")
         return Charge(
             charge_id=f"{plan_code}/{index}",
             plan_code=plan_code,
@@ -414,9 +420,9 @@ class _Reader:
             billable_metric_code=metric_code,
             charge_model=model,
             invoice_display_name=display_name,
-            pay_in_advance=self.boolean(c, "pay_in_advance", where),
+            pay_in_advance=pay_in_advance,
             prorated=self.boolean(c, "prorated", where),
-            min_amount_cents=self.integer(c, "min_amount_cents", where, default=0),
+            min_amount_cents=min_amount_cents,
             price=parse_price(model, properties, where),
             filters=tuple(
                 self.charge_filter(f"{where} filters[{i}]", i, f, model, display_name)

@@ -49,6 +49,19 @@ def test_catalog_errors_name_file_object_field_and_reason(path, value, where, fi
     assert reason in message
 
 
+def test_a_charge_minimum_on_a_pay_in_advance_charge_is_refused() -> None:
+    """Per-event fees bill the period's peak and a minimum is trued up against its final
+    total: where usage fell, the difference would be billed twice."""
+    document = copy.deepcopy(CATALOG)
+    document["plans"][0]["charges"][1].update(pay_in_advance=True, min_amount_cents=500)
+    with pytest.raises(CatalogError) as error:
+        parse_catalog(document, source="pricing.yml")
+    assert error.value.field == "min_amount_cents"
+    assert "charge[1] 'storage_gb'" in str(error.value) and "pay_in_advance" in error.value.reason
+    document["plans"][0]["charges"][1].update(min_amount_cents=0)
+    assert parse_catalog(document).plans[0].charges[1].pay_in_advance
+
+
 def test_duplicate_codes_are_refused() -> None:
     document = copy.deepcopy(CATALOG)
     document["plans"].append(copy.deepcopy(document["plans"][0]))
