@@ -15,36 +15,35 @@
 -#}
 {{ config(materialized=('table' if target.type == 'postgres' else 'incremental')) }}
 {%- set block_numbered = target.type != 'postgres' %}
-{%- set scanned = {'through': none} %}
-{%- if block_numbered and is_incremental() and execute %}
-    {%- set state = run_query(
-        "select max(scanned_through_block) as block, argMax(events_table_uuid, scanned_through_block) as uuid"
-        ~ " from " ~ this ~ " where copies = 0"
+{#- read at compile time, once: how far the store goes now and where the previous build
+    stopped (nothing inserts while the close owns the store) -#}
+{%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}
+{%- if block_numbered and execute %}
+    {%- set store = run_query(
+        "select max(_block_number), (select toString(uuid) from system.tables where database = '"
+        ~ var('raw_schema') ~ "' and name = 'events') from " ~ source('billhouse', 'events')
     ) %}
-    {%- set table_uuid = run_query(
-        "select toString(uuid) from system.tables where database = '" ~ var('raw_schema') ~ "' and name = 'events'"
-    ).columns[0].values()[0] %}
-    {%- if state.rows | length > 0 and state.columns[1].values()[0] == table_uuid %}
-        {%- do scanned.update({'through': state.columns[0].values()[0]}) %}
+    {%- do scan.update({'through': store.columns[0].values()[0] | int, 'uuid': store.columns[1].values()[0]}) %}
+    {%- if is_incremental() %}
+        {%- set previous = run_query(
+            "select max(scanned_through_block), argMax(events_table_uuid, scanned_through_block)"
+            ~ " from " ~ this ~ " where copies = 0"
+        ) %}
+        {%- if previous.columns[1].values()[0] == scan.uuid %}
+            {%- do scan.update({'from': previous.columns[0].values()[0] | int}) %}
+        {%- endif %}
     {%- endif %}
 {%- endif %}
 
 with events as (
     select * from {{ ref('stg_billhouse__events') }}
 ),
-{%- if block_numbered %}
-
-raw_events as (
-    select identity_hash, external_subscription_id, _block_number
-    from {{ source('billhouse', 'events') }}
-),
-{%- endif %}
-{%- if scanned.through is not none %}
+{%- if scan['from'] is not none %}
 
 new_events as (
     select identity_hash, external_subscription_id
-    from raw_events
-    where _block_number > {{ scanned.through }}
+    from {{ source('billhouse', 'events') }}
+    where _block_number > {{ scan['from'] }}
 ),
 {%- endif %}
 
@@ -53,7 +52,7 @@ duplicated as (
         events.identity_hash as identity_hash,
         count(*) as copies
     from events
-    {%- if scanned.through is not none %}
+    {%- if scan['from'] is not none %}
     -- the identities of the new events, counted over every copy in the store (the
     -- subscription is the primary key's prefix: only the new events' subscriptions are read)
     where events.identity_hash in (select identity_hash from new_events)
@@ -67,13 +66,8 @@ final as (
     select
         identity_hash,
         copies,
-        {% if block_numbered -%}
-        (select max(_block_number) from raw_events) as scanned_through_block,
-        (select toString(uuid) from system.tables where database = '{{ var("raw_schema") }}' and name = 'events')
-        {%- else -%}
-        cast(0 as bigint) as scanned_through_block,
-        ''
-        {%- endif %} as events_table_uuid
+        cast({{ scan['through'] }} as {{ 'UInt64' if block_numbered else 'bigint' }}) as scanned_through_block,
+        '{{ scan['uuid'] }}' as events_table_uuid
     from duplicated
     {%- if block_numbered %}
     union all
@@ -81,8 +75,8 @@ final as (
     select
         cast(0 as UInt64) as identity_hash,
         cast(0 as UInt64) as copies,
-        (select max(_block_number) from raw_events) as scanned_through_block,
-        (select toString(uuid) from system.tables where database = '{{ var("raw_schema") }}' and name = 'events') as events_table_uuid
+        cast({{ scan['through'] }} as UInt64) as scanned_through_block,
+        '{{ scan['uuid'] }}' as events_table_uuid
     {%- endif %}
 )
 
