@@ -149,6 +149,36 @@ def test_a_resend_in_another_month_does_not_count_and_a_copy_that_outranks_moves
     assert store.rebuilt_from_scratch() == moved
 
 
+def test_events_past_the_duplicate_index_are_recomputed_once_it_has_scanned_them(usage_store: UsageStore) -> None:
+    """A refresh of the mart alone (the duplicate index not rebuilt since a resend was
+    loaded) counts the resend, as a full rebuild would; its month stays above the
+    watermark, so the next build, after the index has scanned it, recomputes it."""
+    store = usage_store
+    before = store.mart()
+    watermark = max(r["computed_through_block"] for r in store.rows())
+    store.load([_event("a-call-2", "sub_a", "api_calls", "2026-10-03T08:00:00Z")])  # a resend, same day
+    run_dbt(store.settings, ["run", "--select", "fct_usage"])
+    assert store.plan()["mode"] == "months" and int(store.plan()["through_block"]) == watermark
+    assert store.mart()[("cus_a", "api_calls", "2026-10-03")] == ("count_agg", 2, Decimal(2))  # not yet indexed
+    plan = store.build()  # the duplicate index first, then the mart
+    assert plan["mode"] == "months" and int(plan["through_block"]) > watermark
+    assert store.mart() == before
+
+
+def test_a_mart_built_before_it_was_maintained_by_month_is_rebuilt(usage_store: UsageStore) -> None:
+    store = usage_store
+    before = store.mart()
+    with open_warehouse(store.settings) as warehouse:
+        warehouse.client.command(
+            "create or replace table billhouse.fct_usage engine = MergeTree order by tuple() as select "
+            + ", ".join(MART_COLUMNS) + " from billhouse.fct_usage"
+        )
+    assert store.build()["mode"] == "full"
+    [table] = store.query("select partition_key as k from system.tables where database = 'billhouse' and name = 'fct_usage'")
+    assert "toYYYYMM(usage_date)" in table["k"]
+    assert store.mart() == before
+
+
 def test_a_changed_metric_field_or_subscription_customer_recomputes_every_month(usage_store: UsageStore) -> None:
     store = usage_store
     fingerprints = {r["inputs_fingerprint"] for r in store.rows()}

@@ -9,7 +9,8 @@
       aggregation_type, field_name) or the subscription -> customer mapping, kept as a
       fingerprint (cityHash64 of their sorted rows) on every row of the mart.
     - 'months': the UTC months of the events loaded since the mart's watermark (insert
-      block number `_block_number` above max(computed_through_block)), and the months of
+      block number `_block_number` above max(computed_through_block), which is how far
+      int_event_identities_duplicated had scanned the events), and the months of
       every copy of the identities those events resent (a new copy may outrank an old one:
       then both months change). The events are read with constant month bounds, so a
       raw table partitioned by month reads those months only.
@@ -30,11 +31,16 @@
         {{ return(plan) }}
     {%- endif -%}
 
+    {#- the watermark: how far the duplicate index has scanned the current events table
+        (its markers, copies = 0). Events loaded after that scan may be resends it does not
+        list yet, so they count as watermark-new again in the next build, once indexed. -#}
     {%- set current = run_query(
-        "select"
-        ~ " toString((select max(_block_number) from " ~ raw_events ~ ")) as through_block,"
-        ~ " (select toString(uuid) from system.tables where database = '" ~ raw_events.schema
-        ~ "' and name = '" ~ raw_events.identifier ~ "') as events_table_uuid,"
+        "with (select toString(uuid) from system.tables where database = '" ~ raw_events.schema
+        ~ "' and name = '" ~ raw_events.identifier ~ "') as table_uuid"
+        ~ " select"
+        ~ " toString((select max(scanned_through_block) from " ~ duplicated_relation
+        ~ " where copies = 0 and events_table_uuid = table_uuid)) as through_block,"
+        ~ " table_uuid as events_table_uuid,"
         ~ " toString(cityHash64("
         ~ "(select arraySort(groupArray((billable_metric_code, aggregation_type, coalesce(field_name, ''))))"
         ~ " from " ~ metrics_relation ~ "),"
