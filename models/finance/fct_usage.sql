@@ -1,4 +1,15 @@
-{{ config(tags=['finance']) }}
+{%- if target.type == 'postgres' %}
+{{ config(materialized='table', tags=['finance']) }}
+{%- else %}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='insert_overwrite',
+    partition_by='toYYYYMM(usage_date)',
+    order_by='(external_customer_id, billable_metric_code, usage_date)',
+    post_hook="{{ billhouse.clear_stale_usage_months() }}",
+    tags=['finance'],
+) }}
+{%- endif %}
 {#-
     Usage per customer, billable metric and UTC day, from the deduplicated events. units
     applies the metric's aggregation within the day: count_agg counts events; sum_agg
@@ -8,13 +19,110 @@
     none); custom_agg has no per-day units (null). Days add up to a period's units only
     for count_agg and sum_agg.
 
-    Rebuilt by every close's finance refresh over the whole store, so an event costs
-    only what its metric needs: the JSON properties are parsed for the metrics that read
-    a field, and the latest value is an aggregate, not a window over every event.
+    Refreshed by every close, so an event costs only what its metric needs: the JSON
+    properties are parsed for the metrics that read a field, and the latest value is an
+    aggregate, not a window over every event. On ClickHouse the mart is maintained month
+    by month (macros/finance/usage_months.sql): a build recomputes the UTC months of the
+    events loaded since the previous one and replaces those partitions; everything is
+    recomputed on a first build, --full-refresh, a re-created events table or a change of
+    the metrics or of the subscriptions' customers. Every row records the build that wrote
+    it (computed_through_block, events_table_uuid, inputs_fingerprint). PostgreSQL
+    rebuilds the whole table.
 -#}
+-- depends_on: {{ ref('stg_billhouse__events') }}
+-- depends_on: {{ ref('int_events_deduplicated') }}
+{%- if target.type != 'postgres' and execute %}
+    {#- a mart built before it was maintained by month (no partitions, no bookkeeping
+        columns) cannot take partitions: it is dropped and built again -#}
+    {%- set existing = adapter.get_relation(this.database, this.schema, this.identifier) %}
+    {%- if existing is not none %}
+        {%- set shape = run_query(
+            "select (select partition_key from system.tables where database = '" ~ this.schema
+            ~ "' and name = '" ~ this.identifier ~ "') in ('toYYYYMM(usage_date)', '(toYYYYMM(usage_date))')"
+            ~ " and (select count() from system.columns where database = '" ~ this.schema
+            ~ "' and table = '" ~ this.identifier ~ "' and name in"
+            ~ " ('computed_through_block', 'events_table_uuid', 'inputs_fingerprint')) = 3 as current_shape"
+        ).rows[0]['current_shape'] %}
+        {%- if not shape %}
+            {%- do adapter.drop_relation(existing) %}
+        {%- endif %}
+    {%- endif %}
+{%- endif %}
+{%- set plan = billhouse.usage_months_plan(
+    ref('stg_billhouse__billable_metrics'),
+    ref('stg_billhouse__subscriptions'),
+    ref('int_event_identities_duplicated'),
+) %}
+{%- if target.type != 'postgres' %}
+{{ billhouse.usage_months_plan_comment(plan) }}
+{% endif %}
+{%- if plan.mode == 'full' %}
 with events as (
     select * from {{ ref('int_events_deduplicated') }}
 ),
+{%- else %}
+{#- the events of the recomputed months, deduplicated as int_events_deduplicated does
+    (the first accepted copy wins: same ranking), without reading the other months: the
+    copies of an identity stored more than once are ranked over the whole store, found
+    through their subscriptions (the raw table's primary key prefix) -#}
+with events_in_months as (
+    select
+        transaction_id,
+        external_subscription_id,
+        billable_metric_code,
+        event_at,
+        properties,
+        ingested_at,
+        identity_hash
+    from {{ ref('stg_billhouse__events') }}
+    where {{ billhouse.usage_month_bounds('event_at', plan.months) }}
+),
+
+duplicated_keys as (
+    select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
+),
+
+single_copies as (
+    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at
+    from events_in_months
+    where identity_hash not in (select identity_hash from duplicated_keys)
+),
+
+resent_in_months as (
+    select identity_hash, external_subscription_id
+    from events_in_months
+    where identity_hash in (select identity_hash from duplicated_keys)
+),
+
+ranked_copies as (
+    select
+        transaction_id,
+        external_subscription_id,
+        billable_metric_code,
+        event_at,
+        properties,
+        ingested_at,
+        row_number() over (
+            partition by external_subscription_id, transaction_id
+            order by ingested_at, event_at, billable_metric_code, properties
+        ) as copy_number
+    from {{ ref('stg_billhouse__events') }}
+    where external_subscription_id in (select external_subscription_id from resent_in_months)
+        and identity_hash in (select identity_hash from resent_in_months)
+),
+
+first_copies as (
+    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at
+    from ranked_copies
+    where copy_number = 1 and {{ billhouse.usage_month_bounds('event_at', plan.months) }}
+),
+
+events as (
+    select * from single_copies
+    union all
+    select * from first_copies
+),
+{%- endif %}
 
 subscriptions as (
     select * from {{ ref('stg_billhouse__subscriptions') }}
@@ -65,7 +173,17 @@ final as (
                 {{ billhouse.latest_agg('field_value', '1', 'event_at', 'ingested_at', 'transaction_id') }}
                 as {{ billhouse.nullable_decimal_type() }}
             )
-        end as units
+        end as units,
+        {%- if target.type == 'postgres' %}
+        cast(0 as bigint) as computed_through_block,
+        '' as events_table_uuid,
+        cast(0 as bigint) as inputs_fingerprint
+        {%- else %}
+        -- the build that wrote the row: max(computed_through_block) is the mart's watermark
+        toUInt64('{{ plan.through_block }}') as computed_through_block,
+        '{{ plan.events_table_uuid }}' as events_table_uuid,
+        toUInt64('{{ plan.inputs_fingerprint }}') as inputs_fingerprint
+        {%- endif %}
     from event_values
     group by external_customer_id, billable_metric_code, usage_date, aggregation_type
 )

@@ -1,0 +1,152 @@
+{#-
+    How fct_usage is maintained on ClickHouse: month by month (partition toYYYYMM of
+    usage_date, dbt-clickhouse's insert_overwrite strategy). usage_months_plan() decides,
+    when the model is compiled, what this build recomputes:
+
+    - 'full': every month. First build or --full-refresh; the mart is empty or was built
+      by another events table (its UUID: a re-created table restarts block numbers); or
+      the inputs that give past months their values changed: the billable metrics (code,
+      aggregation_type, field_name) or the subscription -> customer mapping, kept as a
+      fingerprint (cityHash64 of their sorted rows) on every row of the mart.
+    - 'months': the UTC months of the events loaded since the mart's watermark (insert
+      block number `_block_number` above max(computed_through_block), which is how far
+      int_event_identities_duplicated had scanned the events), and the months of
+      every copy of the identities those events resent (a new copy may outrank an old one:
+      then both months change). The events are read with constant month bounds, so a
+      raw table partitioned by month reads those months only.
+    - 'none': nothing loaded since; the build inserts nothing.
+
+    The plan is written into the compiled SQL (a comment) so that the post-hook
+    clear_stale_usage_months() can remove what insert_overwrite cannot: a recomputed
+    month with no rows left is absent from the new data, so its partition is not replaced.
+-#}
+
+{% macro usage_months_plan(metrics_relation, subscriptions_relation, duplicated_relation) %}
+    {%- set raw_events = source('billhouse', 'events') -%}
+    {%- set plan = {
+        'mode': 'full', 'months': [], 'through_block': '0', 'events_table_uuid': '',
+        'inputs_fingerprint': '0', 'previous_block': none
+    } -%}
+    {%- if not execute or target.type == 'postgres' -%}
+        {{ return(plan) }}
+    {%- endif -%}
+
+    {#- the watermark: how far the duplicate index has scanned the current events table
+        (its markers, copies = 0). Events loaded after that scan may be resends it does not
+        list yet, so they count as watermark-new again in the next build, once indexed. -#}
+    {%- set current = run_query(
+        "with (select toString(uuid) from system.tables where database = '" ~ raw_events.schema
+        ~ "' and name = '" ~ raw_events.identifier ~ "') as table_uuid"
+        ~ " select"
+        ~ " toString((select max(scanned_through_block) from " ~ duplicated_relation
+        ~ " where copies = 0 and events_table_uuid = table_uuid)) as through_block,"
+        ~ " table_uuid as events_table_uuid,"
+        ~ " toString(cityHash64("
+        ~ "(select arraySort(groupArray((billable_metric_code, aggregation_type, coalesce(field_name, ''))))"
+        ~ " from " ~ metrics_relation ~ "),"
+        ~ " (select arraySort(groupArray((external_subscription_id, external_customer_id)))"
+        ~ " from " ~ subscriptions_relation ~ "))) as inputs_fingerprint"
+    ).rows[0] -%}
+    {%- do plan.update({
+        'through_block': current['through_block'],
+        'events_table_uuid': current['events_table_uuid'],
+        'inputs_fingerprint': current['inputs_fingerprint'],
+    }) -%}
+
+    {%- if not is_incremental() -%}
+        {{ return(plan) }}
+    {%- endif -%}
+
+    {%- set built = run_query(
+        "select count() as row_count,"
+        ~ " toString(max(computed_through_block)) as through_block,"
+        ~ " uniqExact(events_table_uuid) = 1 and any(events_table_uuid) = '" ~ plan.events_table_uuid ~ "' as same_table,"
+        ~ " uniqExact(inputs_fingerprint) = 1 and toString(any(inputs_fingerprint)) = '" ~ plan.inputs_fingerprint ~ "' as same_inputs"
+        ~ " from " ~ this
+    ).rows[0] -%}
+    {%- if built['row_count'] == 0 or not built['same_table'] or not built['same_inputs'] -%}
+        {{ return(plan) }}
+    {%- endif -%}
+
+    {#- the months of the new events, and of every copy of the identities they resent
+        (found like int_event_identities_duplicated finds them: the subscription is the
+        raw table's primary key prefix, so only the resent events' subscriptions are read) -#}
+    {%- set touched = run_query(
+        "with new_events as ("
+        ~ " select identity_hash, external_subscription_id, timestamp from " ~ raw_events
+        ~ " where _block_number > " ~ built['through_block'] ~ "),"
+        ~ " resent as ("
+        ~ " select identity_hash, external_subscription_id from new_events"
+        ~ " where identity_hash in (select identity_hash from " ~ duplicated_relation ~ " where copies > 1)),"
+        ~ " touched as ("
+        ~ " select distinct toStartOfMonth(timestamp, 'UTC') as month from new_events"
+        ~ " union distinct"
+        ~ " select distinct toStartOfMonth(timestamp, 'UTC') as month from " ~ raw_events
+        ~ " where external_subscription_id in (select external_subscription_id from resent)"
+        ~ " and identity_hash in (select identity_hash from resent))"
+        ~ " select toString(month) as month_start, toString(addMonths(month, 1)) as next_month_start"
+        ~ " from touched order by month"
+    ) -%}
+    {%- set months = [] -%}
+    {%- for row in touched.rows -%}
+        {%- do months.append([row['month_start'], row['next_month_start']]) -%}
+    {%- endfor -%}
+    {%- do plan.update({
+        'mode': ('months' if months else 'none'),
+        'months': months,
+        'previous_block': built['through_block'],
+    }) -%}
+    {{ return(plan) }}
+{% endmacro %}
+
+
+{#- A constant condition on an instant column: inside one of the plan's months (UTC).
+    Constant bounds let ClickHouse skip the other months' partitions. -#}
+{% macro usage_month_bounds(instant, months) -%}
+    {%- if not months -%}
+        1 = 0
+    {%- else -%}
+        ({%- for month in months %}
+            {{- ' or ' if not loop.first }}({{ instant }} >= toDateTime64('{{ month[0] }} 00:00:00', 3, 'UTC')
+            and {{ instant }} < toDateTime64('{{ month[1] }} 00:00:00', 3, 'UTC'))
+        {%- endfor -%})
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- The plan as a SQL comment in the compiled model, read back by the post-hook. -#}
+{% macro usage_months_plan_comment(plan) -%}
+    /* usage_months_plan {{ tojson(plan) }} */
+{%- endmacro %}
+
+
+{#- Post-hook of fct_usage (ClickHouse): after insert_overwrite replaced the recomputed
+    months that have rows, delete the rows this build did not write in the months it
+    recomputed (every month for a full recompute). Nothing to do on a first build or
+    --full-refresh (a new table) or when nothing was recomputed. -#}
+{% macro clear_stale_usage_months() %}
+    {%- set marker = '/* usage_months_plan ' -%}
+    {%- set compiled = model.compiled_code or '' -%}
+    {%- if not execute or marker not in compiled -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set plan = fromjson(compiled.split(marker)[1].split(' */')[0]) -%}
+    {%- if plan.mode == 'none' -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set written_by_others -%}
+        not (computed_through_block = {{ plan.through_block }}
+            and events_table_uuid = '{{ plan.events_table_uuid }}'
+            and inputs_fingerprint = {{ plan.inputs_fingerprint }})
+        {%- if plan.mode == 'months' %}
+        and toStartOfMonth(usage_date) in (
+            {%- for month in plan.months %}toDate('{{ month[0] }}'){{ ', ' if not loop.last }}{% endfor -%}
+        )
+        {%- endif %}
+    {%- endset -%}
+    {%- set stale = run_query("select count() as n from " ~ this ~ " where " ~ written_by_others).rows[0]['n'] -%}
+    {%- if stale == 0 -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return("delete from " ~ this ~ " where " ~ written_by_others) }}
+{% endmacro %}
