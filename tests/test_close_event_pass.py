@@ -243,3 +243,22 @@ def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path:
         )
         assert warehouse.query(select_rows) == rows
     assert again["uuid"] == table["uuid"]
+
+
+def test_the_event_scan_skips_the_months_outside_the_closing_periods(billed: Billed) -> None:
+    """The raw events are partitioned by month and the charge assignment bounds its scan
+    by the closing periods: ClickHouse prunes partitions (a guard against losing the
+    bounds, which the amounts alone would not show)."""
+    [periods] = billed.query(
+        "select min(period_start) as first_start, max(period_end) as last_end from billhouse.int_billing_period_charges"
+    )
+    plan = "\n".join(row["explain"] for row in billed.query(
+        "explain indexes = 1 select count() from billhouse.int_charge_events_assigned"
+    ))
+    partition_conditions = [
+        line.split("Condition:", 1)[1].strip()
+        for line in plan.splitlines()
+        if "Condition:" in line and "toYYYYMM(timestamp)" in line
+    ]
+    assert partition_conditions, plan
+    assert str(periods["last_end"].year * 100 + periods["last_end"].month) in partition_conditions[0]
