@@ -1,8 +1,9 @@
 """Run the dbt project as the stock ``dbt`` CLI, in a subprocess.
 
 A subprocess (not dbt's in-process runner) on purpose: it is how dagster-dbt runs dbt,
-and it makes the chDB store's one-process rule explicit — the caller must not hold the
-store while dbt runs.
+and it makes the chDB store's one-process rule explicit — the caller must not have the
+store open while dbt runs; ``run_dbt`` holds the store lock for dbt (billhouse/store_lock.py),
+so other billhouse steps wait for it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from billhouse.errors import BillhouseError
 from billhouse.settings import PROJECT_DIR, Settings
+from billhouse.store_lock import store_lock
 
 
 class DbtRunError(BillhouseError):
@@ -115,6 +117,13 @@ def close_settings_environment(variables: Mapping[str, Any] | None) -> Iterator[
                 os.environ[env_name] = value
 
 
+def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
+    """The embedded store's lock while dbt runs on it (nothing for PostgreSQL)."""
+    if settings.warehouse_target == "postgres":
+        return nullcontext()
+    return store_lock(settings.data_dir)
+
+
 def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | None = None) -> DbtResult:
     """Run ``dbt <args>`` on this project; raise DbtRunError with the failures on error.
     The close settings among ``variables`` go to dbt as environment variables, the rest
@@ -131,13 +140,14 @@ def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | Non
     ]
     if variables:
         command += ["--vars", json.dumps(variables)]
-    completed = subprocess.run(
-        [dbt_executable(), *command],
-        cwd=PROJECT_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    with store_lock_of(settings):
+        completed = subprocess.run(
+            [dbt_executable(), *command],
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
         raise DbtRunError(command, output)

@@ -18,6 +18,7 @@ from billhouse.catalog import Catalog
 from billhouse.events import Event
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
+from billhouse.store_lock import store_lock
 
 
 class Warehouse:
@@ -108,9 +109,11 @@ class Warehouse:
 
 
 @contextmanager
-def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
+def open_warehouse(settings: Settings, wait: bool = True) -> Iterator[Warehouse]:
     """Own the warehouse for the duration of the block: the embedded ClickHouse store
-    (one process at a time), or PostgreSQL when the target is ``postgres``."""
+    (one process at a time: waits for the store lock, or raises StoreBusyError at once
+    when ``wait`` is False — billhouse/store_lock.py), or PostgreSQL when the target is
+    ``postgres``."""
     if settings.warehouse_target == "postgres":
         import psycopg
 
@@ -123,15 +126,16 @@ def open_warehouse(settings: Settings) -> Iterator[Warehouse]:
             yield warehouse  # type: ignore[misc]
         return
     settings.chdb_path.mkdir(parents=True, exist_ok=True)
-    client = clickhouse_connect.get_client(
-        interface="chdb",
-        path=str(settings.chdb_path),
-        # a load may span many months of event time (one partition each): no cap per insert
-        settings={"session_timezone": "UTC", "join_use_nulls": 1, "max_partitions_per_insert_block": 0},
-    )
-    try:
-        warehouse = Warehouse(client)
-        warehouse.ensure_raw_tables()
-        yield warehouse
-    finally:
-        client.close()
+    with store_lock(settings.data_dir, wait=wait):
+        client = clickhouse_connect.get_client(
+            interface="chdb",
+            path=str(settings.chdb_path),
+            # a load may span many months of event time (one partition each): no cap per insert
+            settings={"session_timezone": "UTC", "join_use_nulls": 1, "max_partitions_per_insert_block": 0},
+        )
+        try:
+            warehouse = Warehouse(client)
+            warehouse.ensure_raw_tables()
+            yield warehouse
+        finally:
+            client.close()

@@ -22,9 +22,11 @@ current UTC day (end_offset=1, for timezones ahead of UTC); closing a day that h
 ended in its timezone is refused.
 
 chDB admits one process per store: the assets open the warehouse only around dbt (which
-runs as a subprocess), never while it runs; the sensor opens it for one query, and skips
-its tick (SkipReason, no retry) while a run is in progress or another process owns the
-store — the next tick requests whatever came due meanwhile.
+runs as a subprocess), never while it runs, and hold the store lock (billhouse/store_lock.py)
+for dbt, so a billhouse step that needs the store meanwhile waits for it; the sensor
+opens the store for one query without waiting, and skips its tick (SkipReason, no retry)
+while a run is in progress or the store is held — the next tick requests whatever came
+due meanwhile.
 """
 
 import json
@@ -60,8 +62,9 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from billhouse.close import close_variables, finish_close
 from billhouse.errors import BillhouseError
-from billhouse.dbt_runner import close_settings_environment, dbt_env, dbt_executable, run_dbt
+from billhouse.dbt_runner import close_settings_environment, dbt_env, dbt_executable, run_dbt, store_lock_of
 from billhouse.settings import PROJECT_DIR, Settings
+from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
 
 PARTITIONS_START = "2024-01-01"
@@ -103,9 +106,10 @@ def checked_close_window(day: date, tz_name: str) -> tuple[datetime, datetime]:
     return since, as_of
 
 
-def customer_timezones(settings: Settings) -> list[str]:
-    """The distinct timezones of the customers in the store (none when it has no customer)."""
-    with open_warehouse(settings) as warehouse:
+def customer_timezones(settings: Settings, wait: bool = True) -> list[str]:
+    """The distinct timezones of the customers in the store (none when it has no customer);
+    ``wait=False`` raises StoreBusyError instead of waiting for a step that holds the store."""
+    with open_warehouse(settings, wait=wait) as warehouse:
         rows = warehouse.query("select distinct timezone from billhouse_raw.customers order by timezone")
     return [row["timezone"] for row in rows]
 
@@ -162,8 +166,10 @@ def evaluate_close_clock(context: SensorEvaluationContext, settings: Settings, n
             "and the next tick closes whatever came due meanwhile"
         )
     try:
-        timezones = customer_timezones(settings)
-    except ProgrammingError as exc:
+        timezones = customer_timezones(settings, wait=False)
+    except StoreBusyError as exc:
+        return SkipReason(f"store busy: {exc}; not retried, the next tick closes whatever came due meanwhile")
+    except ProgrammingError as exc:  # a process outside billhouse's lock (a dbt run by hand)
         if _STORE_OPEN_FAILURE not in str(exc):
             raise
         return SkipReason(
@@ -229,13 +235,15 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         since, as_of = checked_close_window(day, tz_name)
         with open_warehouse(settings):
             pass  # raw tables exist; the store is released before dbt starts
-        with close_settings_environment(close_variables(as_of, since, tz_name)) as variables:
+        # dbt (a subprocess) owns the store until it ends: other billhouse steps wait
+        variables = close_variables(as_of, since, tz_name)
+        with store_lock_of(settings), close_settings_environment(variables) as remaining_variables:
             invocation = dbt.cli(
-                ["build", *(["--vars", json.dumps(variables)] if variables else [])],
+                ["build", *(["--vars", json.dumps(remaining_variables)] if remaining_variables else [])],
                 context=context,
                 target_path=settings.dbt_target_dir,
             )
-        yield from invocation.stream()
+            yield from invocation.stream()
 
     @asset(
         name="invoices",

@@ -283,13 +283,32 @@ def test_the_sensor_skips_its_tick_while_a_run_holds_the_store(orchestrated: Orc
     assert tick.cursor in (None, cursor)  # nothing advanced: the next tick catches up
 
 
-def test_the_sensor_skips_its_tick_while_another_process_owns_the_store(orchestrated: Orchestrated) -> None:
+HOLD_WITH_BILLHOUSE = (
+    "from billhouse.warehouse import open_warehouse\n"
+    "with open_warehouse(Settings(data_dir=Path({data_dir!r}))):\n"
+    "    print('holding', flush=True); sys.stdin.read()"
+)
+# a process outside billhouse's store lock (say, a dbt run by hand): only chDB refuses
+HOLD_WITH_CHDB_ONLY = (
+    "import clickhouse_connect\n"
+    "client = clickhouse_connect.get_client(interface='chdb', path=str(Path({data_dir!r}) / 'chdb'))\n"
+    "client.command('select 1'); print('holding', flush=True); sys.stdin.read(); client.close()"
+)
+
+
+@pytest.mark.parametrize(
+    ("holding_code", "reason"),
+    [(HOLD_WITH_BILLHOUSE, "store busy: the store is in use by another billhouse step"),
+     (HOLD_WITH_CHDB_ONLY, "store busy: another process owns")],
+)
+def test_the_sensor_skips_its_tick_while_another_process_owns_the_store(
+    orchestrated: Orchestrated, holding_code: str, reason: str
+) -> None:
+    data_dir = str(orchestrated.settings.data_dir)
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys; from pathlib import Path; from billhouse.settings import Settings; "
-         "from billhouse.warehouse import open_warehouse\n"
-         f"with open_warehouse(Settings(data_dir=Path({str(orchestrated.settings.data_dir)!r}))):\n"
-         "    print('holding', flush=True); sys.stdin.read()"],
+         "import sys; from pathlib import Path; from billhouse.settings import Settings\n"
+         + holding_code.format(data_dir=data_dir)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -298,7 +317,7 @@ def test_the_sensor_skips_its_tick_while_another_process_owns_the_store(orchestr
     finally:
         holder.communicate("", timeout=60)
     assert _run_keys(tick) == []
-    assert "store busy: another process owns" in tick.skip_message
+    assert reason in tick.skip_message
     # Once the store is free again, the next tick closes what came due meanwhile.
     after = orchestrated.tick(_at("2026-11-01T11:15"), _cursor(kiri="2026-10-31", utc="2026-10-31"))
     assert _run_keys(after) == [f"{KIRI}/2026-11-01"]
