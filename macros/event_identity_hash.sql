@@ -30,3 +30,15 @@
 {% macro clickhouse__raw_event_identity_hash() -%}
     identity_hash
 {%- endmacro %}
+
+
+{#- Which copy of an event identity is the event: copies numbered by acceptance (ingestion
+    time, then event time, metric and properties for copies accepted together); copy 1
+    wins, later copies are ignored (semantics.md). Over rows with the events' staging
+    columns. -#}
+{% macro event_copy_number() -%}
+    row_number() over (
+        partition by external_subscription_id, transaction_id
+        order by ingested_at, event_at, billable_metric_code, properties
+    )
+{%- endmacro %}

@@ -17,6 +17,20 @@
 {%- endmacro %}
 
 
+{#- One row per subscription replaced by a plan change: when its first successor (a
+    subscription naming it as previous_subscription_id) starts. subscription_end_date
+    reads it. -#}
+{% macro subscription_successors(subscriptions) -%}
+    select
+        previous_subscription_id as external_subscription_id,
+        min(subscription_at) as successor_at,
+        1 as has_successor
+    from {{ subscriptions }}
+    where previous_subscription_id is not null
+    group by previous_subscription_id
+{%- endmacro %}
+
+
 {#- The local date a subscription stops being billed (exclusive), null while it runs: the
     day its successor starts (plan change), else the day after its termination day. -#}
 {% macro subscription_end_date(has_successor, successor_at, terminated_at, ending_at, timezone) -%}

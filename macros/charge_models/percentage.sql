@@ -10,6 +10,18 @@
         never below 0.
     `percentage_paid_value` gives the paid value (null for a free event).
 -#}
+{#- c_A: the number of the bucket's first event whose running total reaches the free
+    amount A (null when none does, or without a free amount). A window expression. -#}
+{% macro percentage_first_reaching_event(event_number, running_total, free_amount, bucket) -%}
+    min(
+        case
+            when {{ free_amount }} is not null
+                and {{ running_total }} >= {{ free_amount }}
+            then {{ event_number }}
+        end
+    ) over (partition by {{ bucket }})
+{%- endmacro %}
+
 {% macro percentage_paid_value(event_value, event_number, running_total, first_reaching_amount, free_events, free_amount) -%}
     {{ return(adapter.dispatch('percentage_paid_value', 'billhouse')(event_value, event_number, running_total, first_reaching_amount, free_events, free_amount)) }}
 {%- endmacro %}

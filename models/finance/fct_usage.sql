@@ -102,10 +102,7 @@ ranked_copies as (
         event_at,
         properties,
         ingested_at,
-        row_number() over (
-            partition by external_subscription_id, transaction_id
-            order by ingested_at, event_at, billable_metric_code, properties
-        ) as copy_number
+        {{ billhouse.event_copy_number() }} as copy_number
     from {{ ref('stg_billhouse__events') }}
     where external_subscription_id in (select external_subscription_id from resent_in_months)
         and identity_hash in (select identity_hash from resent_in_months)

@@ -113,13 +113,9 @@ percentage_events as (
 percentage_allowance as (
     select
         percentage_events.*,
-        min(
-            case
-                when free_units_per_total_aggregation is not null
-                    and running_total >= free_units_per_total_aggregation
-                then event_number
-            end
-        ) over (partition by bucket_key) as first_reaching_amount
+        {{ billhouse.percentage_first_reaching_event(
+            'event_number', 'running_total', 'free_units_per_total_aggregation', 'bucket_key') }}
+            as first_reaching_amount
     from percentage_events
 ),
 

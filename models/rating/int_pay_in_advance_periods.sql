@@ -29,13 +29,7 @@ events as (
 ),
 
 successors as (
-    select
-        previous_subscription_id as external_subscription_id,
-        min(subscription_at) as successor_at,
-        1 as has_successor
-    from subscriptions
-    where previous_subscription_id is not null
-    group by previous_subscription_id
+    {{ billhouse.subscription_successors('subscriptions') }}
 ),
 
 per_event_metrics as (

@@ -57,13 +57,9 @@ bucket_events as (
 with_allowance as (
     select
         bucket_events.*,
-        min(
-            case
-                when free_units_per_total_aggregation is not null
-                    and running_total >= free_units_per_total_aggregation
-                then event_number
-            end
-        ) over (partition by bucket_key) as first_reaching_amount
+        {{ billhouse.percentage_first_reaching_event(
+            'event_number', 'running_total', 'free_units_per_total_aggregation', 'bucket_key') }}
+            as first_reaching_amount
     from bucket_events
 ),
 
