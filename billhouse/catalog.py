@@ -528,12 +528,10 @@ class _Reader:
 
 
 # How the validated custom_agg expressions read an event property, per warehouse: the
-# same rules as the `property_decimal` macro (JSON numbers and numeric strings, exact).
+# same rules as the `property_decimal` and `property_text` macros (JSON numbers and
+# numeric strings, exact; strings unquoted, numbers as written).
 PROPERTY_DECIMAL_SQL = {
-    "clickhouse": lambda key: (
-        f"toDecimal256OrNull(if(JSONType(properties, '{key}') = 'String', "
-        f"JSONExtractString(properties, '{key}'), JSONExtractRaw(properties, '{key}')), 12)"
-    ),
+    "clickhouse": lambda key: f"toDecimal256OrNull(trimBoth(JSONExtractRaw(properties, '{key}'), '\" '), 12)",
     "postgres": lambda key: (
         f"(case when jsonb_typeof(properties::jsonb -> '{key}') in ('number', 'string') "
         f"and (properties::jsonb ->> '{key}') ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "
@@ -541,7 +539,10 @@ PROPERTY_DECIMAL_SQL = {
     ),
 }
 PROPERTY_TEXT_SQL = {
-    "clickhouse": lambda key: f"JSONExtractString(properties, '{key}')",
+    "clickhouse": lambda key: (
+        f"if(JSONType(properties, '{key}') = 'String', "
+        f"JSONExtractString(properties, '{key}'), JSONExtractRaw(properties, '{key}'))"
+    ),
     "postgres": lambda key: f"(properties::jsonb ->> '{key}')",
 }
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         catalog = load_catalog(args.catalog)
         terms = parse_commercial_terms(yaml.safe_load(args.catalog.read_text()) or {}, source=str(args.catalog))
-        events = json.loads(args.events.read_text()) if args.events else []
+        events = json.loads(args.events.read_text(), parse_float=Decimal) if args.events else []
         count = load_inputs(settings, catalog, events)
         with ledger(settings) as conn:  # taxes, coupons, wallets, payment terms
             migrate(conn)

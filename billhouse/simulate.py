@@ -47,7 +47,7 @@ def read_scenario(path: str | Path) -> Scenario:
     except OSError as exc:
         raise CatalogError(str(path), "(file)", f"cannot be read: {exc.strerror}") from exc
     try:
-        document = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        document = json.loads(text, parse_float=Decimal) if path.suffix == ".json" else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CatalogError(str(path), "(document)", f"not valid YAML/JSON: {exc}") from exc
     if not isinstance(document, dict):

@@ -82,9 +82,12 @@ class WireSingle(msgspec.Struct):
     event: WireEvent
 
 
-_decode_batch = msgspec.json.Decoder(WireBatch).decode
-_decode_single = msgspec.json.Decoder(WireSingle).decode
-_decode_any = msgspec.json.Decoder().decode
+# Numbers with a fraction or exponent in `properties` decode to Decimal, never float:
+# a value is stored as the decimal it spells (as a JSON string, events.json_number),
+# not as the nearest double (123456789012345678.123456789012 stays that).
+_decode_batch = msgspec.json.Decoder(WireBatch, float_hook=Decimal).decode
+_decode_single = msgspec.json.Decoder(WireSingle, float_hook=Decimal).decode
+_decode_any = msgspec.json.Decoder(float_hook=Decimal).decode
 
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -106,7 +109,7 @@ class CheckedBatch(msgspec.Struct):
     events: list[CheckedEvent]
 
 
-_decode_checked = msgspec.json.Decoder(CheckedBatch).decode
+_decode_checked = msgspec.json.Decoder(CheckedBatch, float_hook=Decimal).decode
 
 
 class BatchCheck(NamedTuple):

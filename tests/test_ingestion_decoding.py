@@ -9,6 +9,7 @@ reference path refuses, the fast path must not have answered.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import msgspec
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from billhouse.catalog import parse_catalog
 from billhouse.errors import EventError
-from ingestion.decoding import WireBatch, check_batch, decode_batch, fast_rows, reference_rows
+from ingestion.decoding import WireBatch, check_batch, decode_batch, decode_single, fast_rows, reference_rows
 from ingestion.dedup import DuplicateIndex, identity_key
 from ingestion.segments import body_frame_rows, encode_body_frame, HEADER
 
@@ -64,9 +65,9 @@ def reference(raw_events: list[dict]) -> list | EventError:
 @given(st.lists(events, min_size=1, max_size=4))
 def test_the_fast_path_answers_exactly_as_validate_event(raw_events: list[dict]) -> None:
     body = msgspec.json.encode({"events": raw_events})
-    expected = reference(msgspec.json.decode(body)["events"])
+    expected = reference(msgspec.json.Decoder(float_hook=Decimal).decode(body)["events"])
     try:
-        wire = msgspec.json.decode(body, type=WireBatch).events
+        wire = msgspec.json.Decoder(WireBatch, float_hook=Decimal).decode(body).events
     except msgspec.ValidationError:
         return  # not plain-shaped: only the reference path runs
     try:
@@ -124,6 +125,23 @@ def test_the_plain_fast_path_lands_the_body_and_anything_unusual_gets_rows() -> 
         checked = check_batch(msgspec.json.encode({"events": [{**plain, **unusual}]}), 100)
         if "properties" not in unusual:
             assert checked.rows is not None, unusual
+
+
+def test_numbers_are_stored_with_every_digit_they_were_sent_with() -> None:
+    """A JSON number with more digits than a double holds is stored as the decimal it
+    spells, on every path a body takes (batch, single event, landed body, reference)."""
+    number = b"123456789012345678.123456789012"
+    event = (b'{"transaction_id": "t1", "external_subscription_id": "s", "code": "c", "timestamp": 1793491200,'
+             b' "properties": {"gb": ' + number + b', "tiny": 1e-7, "calls": 12345678901234567890123}}')
+    stored = '{"calls": 12345678901234567890123, "gb": "123456789012345678.123456789012", "tiny": "1E-7"}'
+    batch = b'{"events": [' + event + b"]}"
+    assert decode_batch(batch, 100)[0][4] == stored
+    assert decode_single(b'{"event": ' + event + b"}")[4] == stored
+    checked = check_batch(batch, 100)
+    frame = encode_body_frame(batch, checked.now_ms, checked.count, 1)
+    assert body_frame_rows(frame[HEADER.size :], checked.count)[0][4] == stored
+    with_iso_timestamp = batch.replace(b"1793491200", b'"2026-11-01T00:00:00Z"')
+    assert decode_batch(with_iso_timestamp, 100)[0][4] == stored  # the reference path
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ METRICS = [
     metric("floor_tens", "sum_agg", "v", rounding_function="floor", rounding_precision=-1),
     metric("requests", "count_agg"),
     metric("api", "count_agg"),
+    metric("exact", "sum_agg", "q"),
 ]
 
 PLANS = [
@@ -74,6 +75,10 @@ PLANS = [
     ),
     plan("p_groups", "api", "0.5", grouped_by=["region"]),
     plan("p_groups_idle", "api", "0.5", grouped_by=["region"]),
+    plan(
+        "p_exact", "exact", "1",
+        filters=[{"invoice_display_name": "quoted", "values": {"tag": ['say "hi"']}, "properties": {"amount": "2"}}],
+    ),
 ]
 
 SUBSCRIPTIONS = {  # subscription -> (plan, start)
@@ -82,6 +87,7 @@ SUBSCRIPTIONS = {  # subscription -> (plan, start)
     "gb_kept": ("p_gb_kept", OCT), "storage": ("p_storage", OCT), "gb_hours": ("p_gb_hours", NOV),
     "ceil": ("p_ceil", NOV), "round": ("p_round", NOV), "floor": ("p_floor", NOV),
     "filters": ("p_filters", NOV), "groups": ("p_groups", NOV), "groups_idle": ("p_groups_idle", NOV),
+    "exact": ("p_exact", NOV),
 }
 
 EVENTS = [
@@ -120,6 +126,11 @@ EVENTS = [
             ("2026-11-02T08:00:00Z", {})),
     *events("groups", "api", ("2026-11-02T00:00:00Z", {"region": "eu"}), ("2026-11-03T00:00:00Z", {"region": "eu"}),
             ("2026-11-04T00:00:00Z", {"region": "us"}), ("2026-11-05T00:00:00Z", {})),
+    # more digits than a double holds (a JSON number arrives as Decimal: ingestion's
+    # float_hook), a numeric string with spaces, and a string that JSON escapes
+    *events("exact", "exact", ("2026-11-02T00:00:00Z", {"q": Decimal("123456789012.123456789012")}),
+            ("2026-11-03T00:00:00Z", {"q": "0.000000000001"}), ("2026-11-03T12:00:00Z", {"q": " 2 "}),
+            ("2026-11-04T00:00:00Z", {"q": "1.5", "tag": 'say "hi"'})),
 ]
 
 
@@ -191,3 +202,12 @@ def test_grouped_by_gives_one_fee_per_group(fees) -> None:
     assert groups == {("eu", "2", 100), ("us", "1", 50), ("", "1", 50)}
     [idle] = fees[("groups_idle", "2026-12-01")]
     assert (idle["group"], idle["units"], idle["amount_cents"]) == (None, "0", 0)
+
+
+def test_values_are_read_as_written_whatever_their_digits_or_escapes(fees) -> None:
+    by_name = {(fee["invoice_display_name"], fee["units"], fee["amount_cents"]) for fee in fees[("exact", "2026-12-01")]}
+    assert by_name == {
+        # no digit lost to a double; spaces around a numeric string are ignored
+        ("exact", "123456789014.123456789013", 12_345_678_901_412),
+        ("quoted", "1.5", 300),  # the filter value 'say "hi"' matches the escaped string
+    }
