@@ -1,8 +1,9 @@
-{#- count_agg: the number of the period's (deduplicated) events. -#}
-{% macro count_agg(in_period) -%}
-    {{ return(adapter.dispatch('count_agg', 'billhouse')(in_period)) }}
+{#- count_agg: the number of the period's (deduplicated) events. `counted`: how many of
+    them a row stands for (an event: in_period, 1 or 0; a bucket of events: its count). -#}
+{% macro count_agg(counted) -%}
+    {{ return(adapter.dispatch('count_agg', 'billhouse')(counted)) }}
 {%- endmacro %}
 
-{% macro default__count_agg(in_period) -%}
-    {{ billhouse.to_decimal('sum(' ~ in_period ~ ')') }}
+{% macro default__count_agg(counted) -%}
+    {{ billhouse.to_decimal('sum(' ~ counted ~ ')') }}
 {%- endmacro %}

@@ -1,7 +1,17 @@
 {#- One row per closed billing period and usage charge of its plan, with what the event
     pass needs of the charge and its metric. A small table (periods × charges): the
     event pass joins the events to it, so the join's hash table is built from this
-    side, never from the events. -#}
+    side, never from the events.
+
+    rated_by_bucket: the charge's units of this period are summed from per-bucket
+    aggregates of the events (int_charge_events_aggregated), without joining each event
+    to its period. A bucket is the span between two consecutive bounds of the close's
+    periods, so every bucket lies wholly inside or wholly outside a period. It takes a
+    charge with no filters, no grouped_by and a count, sum or max of the period's own
+    events (not recurring; not the percentage model, which prices each event), whose
+    period starts and ends on one of the close's most common bounds (at most
+    max_bucket_bounds: each bound costs every event a comparison). The others are
+    joined event by event (int_charge_events_assigned). -#}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
 ),
@@ -40,6 +50,45 @@ final as (
         on periods.plan_code = charges.plan_code
     inner join metrics
         on charges.billable_metric_code = metrics.billable_metric_code
+),
+
+bucket_candidates as (
+    select period_start, period_end from final
+    where filter_count = 0
+        and grouped_by = '[]'
+        and not recurring
+        and aggregation_type in ('count_agg', 'sum_agg', 'max_agg')
+        and charge_model <> 'percentage'
+),
+
+candidate_bounds as (
+    select period_start as bound from bucket_candidates
+    union all
+    select period_end as bound from bucket_candidates
+),
+
+bucket_bounds as (
+    select bound from candidate_bounds
+    group by bound
+    order by count(*) desc, bound
+    limit {{ var('max_bucket_bounds') }}
+),
+
+rated as (
+    select
+        final.*,
+        case
+            when final.filter_count = 0
+                and final.grouped_by = '[]'
+                and not final.recurring
+                and final.aggregation_type in ('count_agg', 'sum_agg', 'max_agg')
+                and final.charge_model <> 'percentage'
+                and final.period_start in (select bound from bucket_bounds)
+                and final.period_end in (select bound from bucket_bounds)
+            then true
+            else false
+        end as rated_by_bucket
+    from final
 )
 
-select * from final
+select * from rated

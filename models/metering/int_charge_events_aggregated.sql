@@ -3,7 +3,28 @@
     that has events, with every aggregation's units (the charge's metric picks one in
     int_usage_aggregated). The only full pass over the events of a close; the views it
     reads (int_charge_events_assigned, int_events_deduplicated) are not materialized.
+
+    Two paths, for disjoint sets of period charges (int_billing_period_charges):
+    - rated_by_bucket: the events are aggregated per subscription, metric and bucket
+      (the span between two consecutive period bounds of the close, macros/event_buckets.sql)
+      and the buckets inside each period summed — no event is joined to its period;
+    - the others: each event joined to its period, filter and group
+      (int_charge_events_assigned), then aggregated.
+    Both use the aggregation macros: a bucket row counts its events and carries the sum
+    or the maximum of their values, as an event row counts 1 and carries its value.
 -#}
+-- depends_on: {{ ref('int_events_deduplicated') }}
+{%- set features = billhouse.catalog_features() -%}
+{%- set used = features['aggregation_types'] -%}
+{%- set bucket_bounds = billhouse.event_bucket_bounds(ref('int_billing_period_charges')) -%}
+{%- set bucket_metrics = [] -%}
+{%- if execute and bucket_bounds -%}
+    {%- set bucket_metrics = run_query(
+        "select distinct billable_metric_code, aggregation_type, field_name from " ~ ref('int_billing_period_charges')
+        ~ " where rated_by_bucket and aggregation_type <> 'count_agg' order by billable_metric_code"
+    ).rows -%}
+{%- endif %}
+
 with assigned as (
     select * from {{ ref('int_charge_events_assigned') }}
 ),
@@ -11,14 +32,13 @@ with assigned as (
 {#- Each aggregation sees the values of its own metrics only (null elsewhere), and an
     aggregation no metric of the catalog uses is not computed at all (catalog_features):
     the decimal arithmetic of unused aggregations is not paid on every event. -#}
-{%- set used = billhouse.catalog_features()['aggregation_types'] -%}
 {%- set value_of = {} -%}
 {%- for aggregation in ['sum_agg', 'max_agg', 'latest_agg', 'weighted_sum_agg', 'custom_agg'] -%}
     {%- do value_of.update({aggregation: "case when assigned.aggregation_type = '" ~ aggregation ~ "' then assigned.event_value end"}) -%}
 {%- endfor %}
 {%- set unused = 'cast(null as ' ~ billhouse.nullable_decimal_type() ~ ')' %}
 
-final as (
+event_rows as (
     select
         assigned.subscription_period_key as subscription_period_key,
         assigned.charge_id as charge_id,
@@ -41,6 +61,97 @@ final as (
         assigned.charge_id,
         assigned.filter_index,
         assigned.group_key
+){% if bucket_bounds %},
+
+bucket_period_charges as (
+    select
+        period_charges.*,
+        {{ billhouse.event_bucket('period_charges.period_start', bucket_bounds) }} as first_bucket,
+        {{ billhouse.event_bucket('period_charges.period_end', bucket_bounds) }} as end_bucket
+    from {{ ref('int_billing_period_charges') }} as period_charges
+    where period_charges.rated_by_bucket
+),
+
+events as (
+    select * from {{ ref('int_events_deduplicated') }}
+),
+
+{#- Per subscription, metric and bucket: the event count and, for the metrics summed
+    (maximised), the sum (maximum) of their field: one JSON read per event, the field of
+    each metric being known at compile time. -#}
+{%- set values = {'sum_agg': [], 'max_agg': []} %}
+{%- for row in bucket_metrics %}
+    {%- do values[row[1]].append("when '" ~ (row[0] | replace("'", "''")) ~ "' then "
+        ~ billhouse.property_decimal('events.properties', "'" ~ (row[2] | replace("'", "''")) ~ "'")) %}
+{%- endfor %}
+{%- set value_by_metric = {} %}
+{%- for aggregation, whens in values.items() %}
+    {%- do value_by_metric.update({aggregation: ('case events.billable_metric_code ' ~ (whens | join(' ')) ~ ' end') if whens else unused}) %}
+{%- endfor %}
+
+event_buckets as (
+    select
+        events.external_subscription_id as external_subscription_id,
+        events.billable_metric_code as billable_metric_code,
+        {{ billhouse.event_bucket('events.event_at', bucket_bounds) }} as bucket,
+        count(*) as event_count,
+        {% if values['sum_agg'] %}sum({{ value_by_metric['sum_agg'] }}){% else %}{{ unused }}{% endif %} as value_sum,
+        {% if values['max_agg'] %}max({{ value_by_metric['max_agg'] }}){% else %}{{ unused }}{% endif %} as value_max
+    from events
+    where events.external_subscription_id in (select external_subscription_id from bucket_period_charges)
+        and events.billable_metric_code in (select billable_metric_code from bucket_period_charges)
+        -- constants: the scan reads only the months (partitions) between the first and last bound
+        and events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
+        and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
+    group by
+        events.external_subscription_id,
+        events.billable_metric_code,
+        {{ billhouse.event_bucket('events.event_at', bucket_bounds) }}
+),
+
+period_buckets as (
+    select
+        bucket_period_charges.subscription_period_key as subscription_period_key,
+        bucket_period_charges.charge_id as charge_id,
+        bucket_period_charges.aggregation_type as aggregation_type,
+        event_buckets.event_count as event_count,
+        case bucket_period_charges.aggregation_type
+            when 'sum_agg' then event_buckets.value_sum
+            when 'max_agg' then event_buckets.value_max
+        end as bucket_value
+    from event_buckets
+    inner join bucket_period_charges
+        on event_buckets.external_subscription_id = bucket_period_charges.external_subscription_id
+        and event_buckets.billable_metric_code = bucket_period_charges.billable_metric_code
+    where event_buckets.bucket >= bucket_period_charges.first_bucket
+        and event_buckets.bucket < bucket_period_charges.end_bucket
+),
+
+bucket_rows as (
+    select
+        period_buckets.subscription_period_key as subscription_period_key,
+        period_buckets.charge_id as charge_id,
+        -1 as filter_index,
+        '' as group_key,
+        sum(period_buckets.event_count) as event_count,
+        {{ billhouse.count_agg('period_buckets.event_count') }} as count_units,
+        {% if 'sum_agg' in used %}{{ billhouse.sum_agg("case when period_buckets.aggregation_type = 'sum_agg' then period_buckets.bucket_value end", '1', 'false') }}{% else %}{{ unused }}{% endif %} as sum_units,
+        {% if 'max_agg' in used %}{{ billhouse.max_agg("case when period_buckets.aggregation_type = 'max_agg' then period_buckets.bucket_value end", '1') }}{% else %}{{ unused }}{% endif %} as max_units,
+        {{ unused }} as latest_units,
+        {{ unused }} as weighted_sum_units,
+        {{ unused }} as custom_units
+    from period_buckets
+    group by
+        period_buckets.subscription_period_key,
+        period_buckets.charge_id
+){% endif %},
+
+final as (
+    select * from event_rows
+{%- if bucket_bounds %}
+    union all
+    select * from bucket_rows
+{%- endif %}
 )
 
 select * from final

@@ -1,6 +1,7 @@
 {#-
-    Every deduplicated event that a usage charge of a closed period prices, with the
-    bucket it falls in: the charge filter it matches (the first filter all of whose keys
+    Every deduplicated event that a usage charge of a closed period prices event by
+    event (not rated_by_bucket, see int_billing_period_charges), with the bucket it
+    falls in: the charge filter it matches (the first filter all of whose keys
     match; -1 = the charge's default properties) and its group ('' without grouped_by).
     Recurring metrics also carry the events before the period (in_period = 0), whose
     values carry over. The event scan is bounded by the closing periods (their earliest
@@ -25,10 +26,7 @@
 
 with period_charges as (
     select * from {{ ref('int_billing_period_charges') }}
-),
-
-charges as (
-    select * from {{ ref('stg_billhouse__charges') }}
+    where not rated_by_bucket
 ),
 
 filter_values as (
@@ -68,7 +66,7 @@ events as (
         -- closing now (a one-timezone close) and of other metrics before joining
         and events.external_subscription_id in (select external_subscription_id from period_charges)
         and events.billable_metric_code in (
-            select billable_metric_code from charges where filter_count {{ condition }}
+            select billable_metric_code from period_charges where filter_count {{ condition }}
         )
         and events.event_at < period_charges.period_end
         and (period_charges.recurring or events.event_at >= period_charges.period_start)
