@@ -122,6 +122,15 @@ EVENTS = RawTable(
     # (macros/event_identity_hash.sql, models/metering/int_event_identities_duplicated.sql).
     derived_columns=(
         DerivedColumn("identity_hash", "UInt64", "cityHash64(external_subscription_id, transaction_id)"),
+        # Every top-level property as the decimal it spells (null when it is not a number),
+        # parsed once at insert: a close reads a metric's field from here instead of
+        # parsing each event's JSON (macro event_number; the same rule as property_decimal).
+        DerivedColumn(
+            "property_numbers",
+            "Map(String, Nullable(Decimal(76, 12)))",
+            "CAST(arrayMap(kv -> (kv.1, toDecimal256OrNull(trimBoth(kv.2, '\" '), 12)),"
+            " JSONExtractKeysAndValuesRaw(properties)), 'Map(String, Nullable(Decimal(76, 12)))')",
+        ),
     ),
     # Each row keeps the number of the insert block that stored it (the `_block_number`
     # column; block numbers only grow), so the close can tell the events loaded since

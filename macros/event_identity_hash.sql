@@ -32,6 +32,21 @@
 {%- endmacro %}
 
 
+{#- The numeric properties of a raw event row: on ClickHouse the stored map (MATERIALIZED
+    at insert, billhouse/raw_tables.py); elsewhere nothing (event_number reads the JSON). -#}
+{% macro raw_event_property_numbers() -%}
+    {{ return(adapter.dispatch('raw_event_property_numbers', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__raw_event_property_numbers() -%}
+    cast(null as text)
+{%- endmacro %}
+
+{% macro clickhouse__raw_event_property_numbers() -%}
+    property_numbers
+{%- endmacro %}
+
+
 {#- Which copy of an event identity is the event: copies numbered by acceptance (ingestion
     time, then event time, metric and properties for copies accepted together); copy 1
     wins, later copies are ignored (semantics.md). Over rows with the events' staging

@@ -77,12 +77,12 @@ events as (
 ),
 
 {#- Per subscription, metric and bucket: the event count and, for the metrics summed
-    (maximised), the sum (maximum) of their field: one JSON read per event, the field of
-    each metric being known at compile time. -#}
+    (maximised), the sum (maximum) of their field, read from the numbers parsed at insert
+    (macro event_number), the field of each metric being known at compile time. -#}
 {%- set values = {'sum_agg': [], 'max_agg': []} %}
 {%- for row in bucket_metrics %}
     {%- do values[row[1]].append("when '" ~ (row[0] | replace("'", "''")) ~ "' then "
-        ~ billhouse.property_decimal('events.properties', "'" ~ (row[2] | replace("'", "''")) ~ "'")) %}
+        ~ billhouse.event_number('events', "'" ~ (row[2] | replace("'", "''")) ~ "'")) %}
 {%- endfor %}
 {%- set value_by_metric = {} %}
 {%- for aggregation, whens in values.items() %}

@@ -20,7 +20,8 @@ single_copies as (
         billable_metric_code,
         event_at,
         properties,
-        ingested_at
+        ingested_at,
+        property_numbers
     from events
     where identity_hash not in (select identity_hash from duplicated_keys)
 ),
@@ -33,6 +34,7 @@ ranked_copies as (
         event_at,
         properties,
         ingested_at,
+        property_numbers,
         {{ billhouse.event_copy_number() }} as copy_number
     from events
     where identity_hash in (select identity_hash from duplicated_keys)
@@ -45,7 +47,8 @@ first_copies as (
         billable_metric_code,
         event_at,
         properties,
-        ingested_at
+        ingested_at,
+        property_numbers
     from ranked_copies
     where copy_number = 1
 ),

@@ -1,5 +1,6 @@
 with source as (
-    {#- columns named: ClickHouse leaves the stored identity_hash out of `select *` -#}
+    {#- columns named: ClickHouse leaves the stored identity_hash and property_numbers
+        out of `select *` -#}
     select
         transaction_id,
         external_subscription_id,
@@ -7,7 +8,8 @@ with source as (
         timestamp,
         properties,
         ingested_at,
-        {{ billhouse.raw_event_identity_hash() }} as identity_hash
+        {{ billhouse.raw_event_identity_hash() }} as identity_hash,
+        {{ billhouse.raw_event_property_numbers() }} as property_numbers
     from {{ source('billhouse', 'events') }}
 ),
 
@@ -19,7 +21,8 @@ renamed as (
         timestamp as event_at,
         properties,
         ingested_at,
-        identity_hash
+        identity_hash,
+        property_numbers
     from source
 )
 
