@@ -20,6 +20,7 @@ import yaml
 from billhouse.charge_properties import Price, parse_price
 from billhouse.custom_expression import CustomExpressionError, compile_custom_expression
 from billhouse.errors import CatalogError
+from billhouse.raw_tables import clickhouse_decimal_of_raw_json
 
 AGGREGATION_TYPES = (
     "count_agg",
@@ -531,7 +532,7 @@ class _Reader:
 # same rules as the `property_decimal` and `property_text` macros (JSON numbers and
 # numeric strings, exact; strings unquoted, numbers as written).
 PROPERTY_DECIMAL_SQL = {
-    "clickhouse": lambda key: f"toDecimal256OrNull(trimBoth(JSONExtractRaw(properties, '{key}'), '\" '), 12)",
+    "clickhouse": lambda key: clickhouse_decimal_of_raw_json(f"JSONExtractRaw(properties, '{key}')"),
     "postgres": lambda key: (
         f"(case when jsonb_typeof(properties::jsonb -> '{key}') in ('number', 'string') "
         f"and (properties::jsonb ->> '{key}') ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "

@@ -36,6 +36,13 @@ def _postgres_type(clickhouse_type: str) -> str:
     return mapped if nullable else f"{mapped} not null"
 
 
+def clickhouse_decimal_of_raw_json(raw_value: str) -> str:
+    """ClickHouse SQL for the decimal a raw JSON value spells (JSONExtractRaw's text: a
+    string's quotes and spaces around the number trimmed), null if none: the rule of the
+    `property_decimal` macro (macros/event_properties.sql)."""
+    return f"toDecimal256OrNull(trimBoth({raw_value}, '\" '), 12)"
+
+
 @dataclass(frozen=True)
 class DerivedColumn:
     """A ClickHouse column computed from the others at insert (MATERIALIZED): stored,
@@ -128,7 +135,7 @@ EVENTS = RawTable(
         DerivedColumn(
             "property_numbers",
             "Map(String, Nullable(Decimal(76, 12)))",
-            "CAST(arrayMap(kv -> (kv.1, toDecimal256OrNull(trimBoth(kv.2, '\" '), 12)),"
+            f"CAST(arrayMap(kv -> (kv.1, {clickhouse_decimal_of_raw_json('kv.2')}),"
             " JSONExtractKeysAndValuesRaw(properties)), 'Map(String, Nullable(Decimal(76, 12)))')",
         ),
     ),

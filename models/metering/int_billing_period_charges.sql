@@ -52,19 +52,25 @@ final as (
         on charges.billable_metric_code = metrics.billable_metric_code
 ),
 
-bucket_candidates as (
-    select period_start, period_end from final
-    where filter_count = 0
-        and grouped_by = '[]'
-        and not recurring
-        and aggregation_type in ('count_agg', 'sum_agg', 'max_agg')
-        and charge_model <> 'percentage'
+eligible as (
+    select
+        final.*,
+        case
+            when final.filter_count = 0
+                and final.grouped_by = '[]'
+                and not final.recurring
+                and final.aggregation_type in ('count_agg', 'sum_agg', 'max_agg')
+                and final.charge_model <> 'percentage'
+            then true
+            else false
+        end as bucket_eligible
+    from final
 ),
 
 candidate_bounds as (
-    select period_start as bound from bucket_candidates
+    select period_start as bound from eligible where bucket_eligible
     union all
-    select period_end as bound from bucket_candidates
+    select period_end as bound from eligible where bucket_eligible
 ),
 
 bucket_bounds as (
@@ -76,19 +82,15 @@ bucket_bounds as (
 
 rated as (
     select
-        final.*,
+        eligible.*,
         case
-            when final.filter_count = 0
-                and final.grouped_by = '[]'
-                and not final.recurring
-                and final.aggregation_type in ('count_agg', 'sum_agg', 'max_agg')
-                and final.charge_model <> 'percentage'
-                and final.period_start in (select bound from bucket_bounds)
-                and final.period_end in (select bound from bucket_bounds)
+            when eligible.bucket_eligible
+                and eligible.period_start in (select bound from bucket_bounds)
+                and eligible.period_end in (select bound from bucket_bounds)
             then true
             else false
         end as rated_by_bucket
-    from final
+    from eligible
 )
 
 select * from rated

@@ -104,9 +104,9 @@ event_buckets as (
         and events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
         and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
     group by
-        events.external_subscription_id,
-        events.billable_metric_code,
-        {{ billhouse.event_bucket('events.event_at', bucket_bounds) }}
+        external_subscription_id,
+        billable_metric_code,
+        bucket
 ),
 
 period_buckets as (
