@@ -71,7 +71,8 @@ def dbt_env(settings: Settings) -> dict[str, str]:
 
 # The settings of one close run (macro close_setting), passed as environment variables
 # rather than --vars: dbt re-parses the whole project when --vars change (each close's
-# window does), but only the files that read an environment variable when it changes.
+# window does); the macro reads the environment only when models compile, so a new
+# window re-parses nothing.
 CLOSE_SETTINGS = {
     name: "BILLHOUSE_" + name.upper() for name in ("as_of", "close_from", "close_timezone", "finance_as_of")
 }

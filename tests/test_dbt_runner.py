@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
-from billhouse.dbt_runner import close_settings_environment, split_variables
+from billhouse.close import close_variables
+from billhouse.dbt_runner import close_settings_environment, run_dbt, split_variables
+from billhouse.settings import Settings
+from billhouse.warehouse import open_warehouse
 
 
 def test_close_settings_become_environment_variables_and_the_rest_stays_vars() -> None:
@@ -31,3 +36,22 @@ def test_the_environment_is_restored_after_a_dagster_style_dbt_call(monkeypatch:
         assert "BILLHOUSE_CLOSE_FROM" not in os.environ  # a stale window never leaks into dbt
     assert "BILLHOUSE_AS_OF" not in os.environ
     assert os.environ["BILLHOUSE_CLOSE_FROM"] == "from-the-shell"
+
+
+def test_a_new_close_window_reuses_the_parsed_project_and_still_applies(tmp_path: Path) -> None:
+    """The window is read when models compile, not while dbt parses: a close with a new
+    window re-parses nothing (about a second of every close) and compiles with that window."""
+    settings = Settings(data_dir=tmp_path)
+    with open_warehouse(settings):
+        pass  # the raw tables (dbt sources) exist
+    run_dbt(settings, ["parse"], close_variables(datetime(2026, 11, 2, tzinfo=timezone.utc)))
+    later_window = close_variables(
+        datetime(2026, 11, 3, 5, tzinfo=timezone.utc), datetime(2026, 11, 2, 5, tzinfo=timezone.utc), "America/New_York"
+    )
+    result = run_dbt(settings, ["--debug", "compile", "--select", "int_billing_periods", "int_subscription_periods"], later_window)
+
+    assert "Partial parsing enabled, no changes found, skipping parsing" in result.output
+    compiled = settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
+    periods = (compiled / "int_billing_periods.sql").read_text()
+    assert "'2026-11-02T05:00:00Z'" in periods and "'2026-11-03T05:00:00Z'" in periods
+    assert "customers.timezone = 'America/New_York'" in (compiled / "int_subscription_periods.sql").read_text()
