@@ -73,6 +73,7 @@ with events_in_months as (
         event_at,
         properties,
         ingested_at,
+        property_numbers,
         identity_hash
     from {{ ref('stg_billhouse__events') }}
     where {{ billhouse.usage_month_bounds('event_at', plan.months) }}
@@ -83,7 +84,7 @@ duplicated_keys as (
 ),
 
 single_copies as (
-    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at
+    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at, property_numbers
     from events_in_months
     where identity_hash not in (select identity_hash from duplicated_keys)
 ),
@@ -102,6 +103,7 @@ ranked_copies as (
         event_at,
         properties,
         ingested_at,
+        property_numbers,
         {{ billhouse.event_copy_number() }} as copy_number
     from {{ ref('stg_billhouse__events') }}
     where external_subscription_id in (select external_subscription_id from resent_in_months)
@@ -109,7 +111,7 @@ ranked_copies as (
 ),
 
 first_copies as (
-    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at
+    select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at, property_numbers
     from ranked_copies
     where copy_number = 1 and {{ billhouse.usage_month_bounds('event_at', plan.months) }}
 ),
@@ -140,7 +142,7 @@ event_values as (
         events.transaction_id as transaction_id,
         case
             when metrics.aggregation_type in ('sum_agg', 'weighted_sum_agg', 'max_agg', 'latest_agg')
-            then {{ billhouse.property_decimal('events.properties', "coalesce(metrics.field_name, '')") }}
+            then {{ billhouse.event_number('events', "coalesce(metrics.field_name, '')") }}
         end as field_value,
         case
             when metrics.aggregation_type = 'unique_count_agg'

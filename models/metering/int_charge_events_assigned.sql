@@ -56,7 +56,8 @@ events as (
         events.transaction_id as transaction_id,
         events.event_at as event_at,
         events.ingested_at as ingested_at,
-        events.properties as properties
+        events.properties as properties,
+        events.property_numbers as property_numbers
     from events
     inner join period_charges
         on events.external_subscription_id = period_charges.external_subscription_id
@@ -129,7 +130,7 @@ final as (
         case charge_events.aggregation_type
             when 'count_agg' then {{ billhouse.to_decimal('1') }}
             when 'custom_agg' then {{ billhouse.custom_expression_case('charge_events.billable_metric_code') }}
-            else {{ billhouse.property_decimal('charge_events.properties', 'charge_events.field_name') }}
+            else {{ billhouse.event_number('charge_events', "coalesce(charge_events.field_name, '')") }}
         end as event_value,
         {% if counts_uniques -%}
         case

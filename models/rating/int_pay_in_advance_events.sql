@@ -60,6 +60,7 @@ charge_events as (
         events.event_at as event_at,
         events.ingested_at as ingested_at,
         events.properties as properties,
+        events.property_numbers as property_numbers,
         {{ billhouse.date_add_days(
             billhouse.local_date('greatest(events.event_at, events.ingested_at)', 'period_charges.timezone'), 1) }}
             as issuing_date
@@ -111,7 +112,7 @@ assigned as (
         known.rounding_precision as rounding_precision,
         {{ billhouse.to_decimal(
             "case known.aggregation_type when 'count_agg' then " ~ billhouse.to_decimal('1')
-            ~ " else coalesce(" ~ billhouse.property_decimal('known.properties', 'known.field_name') ~ ", " ~ billhouse.decimal_zero() ~ ") end"
+            ~ " else coalesce(" ~ billhouse.event_number('known', "coalesce(known.field_name, '')") ~ ", " ~ billhouse.decimal_zero() ~ ") end"
         ) }} as event_value
     from known
     left join first_matching_filter
