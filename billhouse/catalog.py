@@ -20,6 +20,7 @@ import yaml
 from billhouse.charge_properties import Price, parse_price
 from billhouse.custom_expression import CustomExpressionError, compile_custom_expression
 from billhouse.errors import CatalogError
+from billhouse.property_numbers import NUMERIC_TEXT_PATTERN, PROPERTY_DECIMAL_PLACES
 from billhouse.raw_tables import clickhouse_decimal_of_raw_json
 
 AGGREGATION_TYPES = (
@@ -535,8 +536,10 @@ PROPERTY_DECIMAL_SQL = {
     "clickhouse": lambda key: clickhouse_decimal_of_raw_json(f"JSONExtractRaw(properties, '{key}')"),
     "postgres": lambda key: (
         f"(case when jsonb_typeof(properties::jsonb -> '{key}') in ('number', 'string') "
-        f"and (properties::jsonb ->> '{key}') ~ '^\\s*[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?\\s*$' "
-        f"then cast(properties::jsonb ->> '{key}' as numeric(38, 12)) end)"
+        f"and (properties::jsonb ->> '{key}') ~ '{NUMERIC_TEXT_PATTERN}' "
+        f"then case when abs(cast(properties::jsonb ->> '{key}' as numeric)) < 1e26 "
+        f"then cast(trunc(cast(properties::jsonb ->> '{key}' as numeric), {PROPERTY_DECIMAL_PLACES})"
+        f" as numeric(38, {PROPERTY_DECIMAL_PLACES})) end end)"
     ),
 }
 PROPERTY_TEXT_SQL = {

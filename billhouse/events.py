@@ -13,11 +13,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Protocol
 
 from billhouse.catalog import Catalog, parse_instant
 from billhouse.errors import EventError
+from billhouse.property_numbers import PROPERTY_MAGNITUDE_LIMIT, property_number
 
 MAX_ID_LENGTH = 255
 
@@ -51,6 +52,11 @@ def validate_event(index: int, raw: Mapping[str, Any], catalog: Catalog | None =
     properties = raw.get("properties") or {}
     if not isinstance(properties, Mapping):
         raise EventError(index, "properties", "must be an object")
+    if _holds_nul(properties):
+        raise EventError(
+            index, "properties",
+            "must not contain the NUL character (\\u0000): PostgreSQL, a supported warehouse, cannot read it in JSON",
+        )
     if catalog is not None:
         check_metric_field(index, ids["code"], properties, catalog)
     return Event(
@@ -102,6 +108,17 @@ def _timestamp(index: int, value: Any) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
+def _holds_nul(value: Any) -> bool:
+    """Whether a decoded JSON value holds U+0000 in a string or a key, at any depth."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def check_metric_field(index: int, code: str, properties: Mapping[str, Any], catalog: Catalog) -> None:
     metric = catalog.metric(code)
     if metric is None or metric.aggregation_type == "count_agg" or not metric.field_name:
@@ -111,14 +128,18 @@ def check_metric_field(index: int, code: str, properties: Mapping[str, Any], cat
     if value is None:
         raise EventError(index, field, f"is required by billable metric {code!r} ({metric.aggregation_type})")
     if metric.aggregation_type in ("sum_agg", "max_agg", "latest_agg", "weighted_sum_agg"):
-        if isinstance(value, bool):
-            raise EventError(index, field, f"must be a number, got {value!r}")
-        try:
-            number = Decimal(str(value))
-        except InvalidOperation as exc:
-            raise EventError(index, field, f"must be a number, got {value!r}") from exc
-        if not number.is_finite():
-            raise EventError(index, field, f"must be a finite number, got {value!r}")
+        # exactly what the warehouses read as a number (billhouse/property_numbers.py):
+        # Python's Decimal alone also takes '1_000', non-ASCII digits and tabs, which
+        # they would read as null, billing the event as 0
+        number = property_number(value)
+        if number is None:
+            raise EventError(
+                index, field,
+                f"must be a number or a numeric string (ASCII digits, an optional sign, decimal point"
+                f" and exponent), got {value!r}",
+            )
+        if abs(number) >= PROPERTY_MAGNITUDE_LIMIT:
+            raise EventError(index, field, f"must be below 10^26 in magnitude, got {value!r}")
 
 
 def json_number(value: Any) -> Any:

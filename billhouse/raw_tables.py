@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billhouse.property_numbers import NUMERIC_TEXT_PATTERN, PROPERTY_DECIMAL_PLACES
+
 RAW_SCHEMA = "billhouse_raw"
 
 
@@ -38,9 +40,16 @@ def _postgres_type(clickhouse_type: str) -> str:
 
 def clickhouse_decimal_of_raw_json(raw_value: str) -> str:
     """ClickHouse SQL for the decimal a raw JSON value spells (JSONExtractRaw's text: a
-    string's quotes and spaces around the number trimmed), null if none: the rule of the
-    `property_decimal` macro (macros/event_properties.sql)."""
-    return f"toDecimal256OrNull(trimBoth({raw_value}, '\" '), 12)"
+    string's quotes and spaces around the number trimmed), null if none: the rule of
+    billhouse/property_numbers.py and of the `property_decimal` macro. The pattern check
+    comes first: toDecimal128OrNull alone reads '1.2.3' as 1.23 and '.' or 'e5' as 0.
+    Decimal128 with 12 places holds what PostgreSQL's numeric(38, 12) holds (below
+    10^26): a larger number is null, as there."""
+    trimmed = f"trimBoth({raw_value}, '\" ')"
+    return (
+        f"if(match({trimmed}, '{NUMERIC_TEXT_PATTERN}'),"
+        f" CAST(toDecimal128OrNull({trimmed}, {PROPERTY_DECIMAL_PLACES}) AS Nullable(Decimal(76, 12))), NULL)"
+    )
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,16 @@ class RawTable:
                if self.clickhouse_settings else "")
         )
 
+
+    def clickhouse_derived_column_changes(self, schema: str = RAW_SCHEMA) -> list[str]:
+        """For a store created before a derived column's expression changed: the current
+        expression for the rows inserted from now on (metadata only: stored parts keep
+        their values, docs/operations.md)."""
+        return [
+            f"ALTER TABLE {schema}.{self.name} MODIFY COLUMN `{d.name}` {d.clickhouse_type}"
+            f" MATERIALIZED {d.clickhouse_expression}"
+            for d in self.derived_columns
+        ]
 
     def clickhouse_derived_column_additions(self, schema: str = RAW_SCHEMA) -> list[str]:
         """For a store created before a derived column existed: add it (old parts compute

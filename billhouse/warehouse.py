@@ -33,6 +33,8 @@ class Warehouse:
             self.client.command(table.clickhouse_ddl(self.schema))
             for addition in table.clickhouse_derived_column_additions(self.schema):
                 self.client.command(addition)
+            for change in table.clickhouse_derived_column_changes(self.schema):
+                self.client.command(change)
             for change in table.clickhouse_setting_changes(self.schema):
                 self.client.command(change)
             if table.partition_by and self._partition_key(table) != table.partition_by.replace(" ", ""):

@@ -247,7 +247,10 @@ def fast_rows(events: Sequence[WireEvent], now_ms: int, catalog: Catalog | None 
         properties = event.properties
         if catalog is not None:
             check_metric_field(index, code, properties or {}, catalog)
-        append((tx, sub, code, ms, _encode_properties(properties) if properties else "{}"))
+        encoded = _encode_properties(properties) if properties else "{}"
+        if "\\u0000" in encoded:  # perhaps a NUL, which validate_event refuses
+            return None
+        append((tx, sub, code, ms, encoded))
     return rows
 
 

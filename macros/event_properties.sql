@@ -1,28 +1,46 @@
 {#-
-    A numeric event property as an exact decimal: JSON numbers and numeric strings are
-    read from their text (never through float); anything else is null.
+    A numeric event property as an exact decimal: a JSON number or a numeric string of
+    numeric_text_pattern() below 10^26, to 12 decimal places (further digits dropped,
+    toward zero); anything else is null. The rule of billhouse/property_numbers.py, which ingestion
+    checks a metric's field against: a value accepted there is read here as the number
+    it spells, on both warehouses.
 -#}
 {% macro property_decimal(properties, key) -%}
     {{ return(adapter.dispatch('property_decimal', 'billhouse')(properties, key)) }}
 {%- endmacro %}
 
+{#- billhouse.property_numbers.NUMERIC_TEXT_PATTERN (tests/test_property_numbers.py
+    checks that the two are the same text). -#}
+{% macro numeric_text_pattern() -%}
+    ^ *[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)? *$
+{%- endmacro %}
+
 {% macro default__property_decimal(properties, key) -%}
     case
         when jsonb_typeof(({{ properties }})::jsonb -> ({{ key }})) in ('number', 'string')
-            and (({{ properties }})::jsonb ->> ({{ key }})) ~ '^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$'
-        then cast(({{ properties }})::jsonb ->> ({{ key }}) as {{ billhouse.decimal_type() }})
+            and (({{ properties }})::jsonb ->> ({{ key }})) ~ '{{ billhouse.numeric_text_pattern() }}'
+        then case when abs(cast(({{ properties }})::jsonb ->> ({{ key }}) as numeric)) < 1e26
+            then cast(trunc(cast(({{ properties }})::jsonb ->> ({{ key }}) as numeric), 12) as {{ billhouse.decimal_type() }})
+        end
     end
 {%- endmacro %}
 
 {#- One JSON parse per event (parsing is most of what an event costs a close beyond
     reading it, docs/performance.md): the raw value with the quotes of a string (and
-    spaces around the number, as PostgreSQL and ingestion's check accept) trimmed.
-    Exact for what ingestion stores: every non-integer number as a decimal string
-    (ingestion/decoding.py), and a numeric string never holds a JSON escape (only `"`,
-    `\` and control or non-ASCII characters are escaped). JSONExtractRaw writes numbers
-    back through Float64, exact for integers and up to 15 significant digits. -#}
+    spaces around the number) trimmed, checked against the pattern (toDecimal128OrNull
+    alone reads '1.2.3' as 1.23 and '.' as 0), read to 12 places (further digits
+    dropped) below 10^26 (Decimal128's range with 12 places, PostgreSQL's numeric(38, 12):
+    a larger number is null on both). Exact for what ingestion stores: every non-integer number as
+    a decimal string (ingestion/decoding.py), and a numeric string never holds a JSON
+    escape (only `"`, `\` and control or non-ASCII characters are escaped). The same
+    expression as raw_tables.clickhouse_decimal_of_raw_json (the stored numbers). -#}
 {% macro clickhouse__property_decimal(properties, key) -%}
-    toDecimal256OrNull(trimBoth(JSONExtractRaw({{ properties }}, {{ key }}), '" '), 12)
+    {%- set trimmed = "trimBoth(JSONExtractRaw(" ~ properties ~ ", " ~ key ~ "), '\" ')" -%}
+    if(
+        match({{ trimmed }}, '{{ billhouse.numeric_text_pattern() }}'),
+        CAST(toDecimal128OrNull({{ trimmed }}, 12) AS Nullable(Decimal(76, 12))),
+        NULL
+    )
 {%- endmacro %}
 
 

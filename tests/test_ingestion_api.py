@@ -128,6 +128,8 @@ def test_an_event_without_timestamp_gets_its_arrival_time(api: Api) -> None:
         ({"events": [ev("bad", "sub_b", "storage_gb", properties={})]}, 0, "properties.gb", "required by billable metric"),
         ({"events": [ev("bad", "sub_b", "storage_gb", properties={"gb": "lots"})]}, 0, "properties.gb", "must be a number"),
         ({"events": [ev("bad", "sub_b", "storage_gb", properties={"gb": True})]}, 0, "properties.gb", "must be a number"),
+        ({"events": [ev("bad", "sub_b", "storage_gb", properties={"gb": "1_000"})]}, 0, "properties.gb", "ASCII digits"),
+        ({"events": [ev("ok-1"), ev("bad", properties={"note": {"deep": ["a\x00b"]}})]}, 1, "properties", "NUL character"),
         ({"events": [ev("x" * 256)]}, 0, "transaction_id", "longer than 255"),
         ({"events": ["not an object"]}, 0, "(event)", "must be an object"),
     ],

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import (
     ROUND_CEILING,
+    ROUND_DOWN,
     ROUND_FLOOR,
     ROUND_HALF_UP,
     Decimal,
@@ -140,7 +141,10 @@ def field_value(event: Event, field_name: str) -> Decimal:
         ) from None
     if not value.is_finite():
         raise InvalidEventValue(f"{event.get('transaction_id')}: {field_name}={raw!r}")
-    return value
+    # read to 12 decimal places, further digits dropped (semantics: a property's value)
+    with localcontext() as context:
+        context.prec = 100
+        return value.quantize(Decimal("1e-12"), rounding=ROUND_DOWN)
 
 
 def _ordered(events: Sequence[Event]) -> list[Event]:
