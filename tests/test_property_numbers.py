@@ -202,3 +202,35 @@ def test_the_macros_use_the_same_pattern_as_python() -> None:
     macros = (PROJECT_DIR / "macros" / "event_properties.sql").read_text()
     body = re.search(r"\{% macro numeric_text_pattern\(\) -%\}(.*?)\{%- endmacro %\}", macros, re.S)
     assert body is not None and body.group(1).strip() == NUMERIC_TEXT_PATTERN
+
+
+def test_a_store_made_before_the_rule_changed_gets_it_for_new_rows(tmp_path: Path) -> None:
+    """An older store's stored numbers used toDecimal256OrNull alone ('.' read as 0):
+    opening it sets the current rule for rows inserted from then on; rows stored before
+    keep their values until MATERIALIZE COLUMN (docs/operations.md)."""
+    settings = Settings(data_dir=tmp_path)
+    older_rule = (
+        "CAST(arrayMap(kv -> (kv.1, toDecimal256OrNull(trimBoth(kv.2, '\" '), 12)),"
+        " JSONExtractKeysAndValuesRaw(properties)), 'Map(String, Nullable(Decimal(76, 12)))')"
+    )
+
+    def numbers(warehouse: Any) -> list[str | None]:
+        rows = warehouse.query(
+            "SELECT toString(property_numbers['gb']) AS n FROM billhouse_raw.events ORDER BY transaction_id"
+        )
+        return [row["n"] for row in rows]
+
+    with open_warehouse(settings) as warehouse:
+        warehouse.client.command(
+            "ALTER TABLE billhouse_raw.events MODIFY COLUMN property_numbers"
+            f" Map(String, Nullable(Decimal(76, 12))) MATERIALIZED {older_rule}"
+        )
+        warehouse.append_events([Event("t1", "sub", SUM_METRIC, AT, '{"gb": "."}')], AT)
+        assert numbers(warehouse) == ["0"]
+    with open_warehouse(settings) as warehouse:  # opening it again sets the current rule
+        warehouse.append_events([Event("t2", "sub", SUM_METRIC, AT, '{"gb": "."}')], AT)
+        assert numbers(warehouse) == ["0", None]
+        warehouse.client.command(
+            "ALTER TABLE billhouse_raw.events MATERIALIZE COLUMN property_numbers SETTINGS mutations_sync = 1"
+        )
+        assert numbers(warehouse) == [None, None]
