@@ -213,6 +213,8 @@ def fast_rows(events: Sequence[WireEvent], now_ms: int, catalog: Catalog | None 
             return None
         if tx.isspace() or sub.isspace() or code.isspace():
             return None
+        if "\x00" in tx or "\x00" in sub or "\x00" in code:  # validate_event refuses these
+            return None
         value = event.timestamp
         kind = type(value)
         if value is None:

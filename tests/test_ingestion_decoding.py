@@ -120,11 +120,14 @@ def test_the_plain_fast_path_lands_the_body_and_anything_unusual_gets_rows() -> 
     plain = {"transaction_id": "t1", "external_subscription_id": "s", "code": "c", "timestamp": 1793491200,
              "properties": {"b": 1, "a": "x"}}
     assert check_batch(msgspec.json.encode({"events": [plain]}), 100).rows is None
-    for unusual in ({"timestamp": "2026-11-01T00:00:00Z"}, {"timestamp": 1.5}, {"properties": None},
-                    {"external_subscription_id": "s\x00"}):
+    for unusual in ({"timestamp": "2026-11-01T00:00:00Z"}, {"timestamp": 1.5}, {"properties": None}):
         checked = check_batch(msgspec.json.encode({"events": [{**plain, **unusual}]}), 100)
         if "properties" not in unusual:
             assert checked.rows is not None, unusual
+    for holding_nul in ({"external_subscription_id": "s\x00"}, {"transaction_id": "\x00t"}, {"code": "c\x00"}):
+        with pytest.raises(EventError) as refused:  # PostgreSQL text holds no NUL
+            check_batch(msgspec.json.encode({"events": [{**plain, **holding_nul}]}), 100)
+        assert refused.value.field == next(iter(holding_nul)) and "NUL character" in str(refused.value)
 
 
 def test_numbers_are_stored_with_every_digit_they_were_sent_with() -> None:
