@@ -20,7 +20,7 @@ import yaml
 from billhouse.charge_properties import Price, parse_price
 from billhouse.custom_expression import CustomExpressionError, compile_custom_expression
 from billhouse.errors import CatalogError
-from billhouse.property_numbers import NUMERIC_TEXT_PATTERN, PROPERTY_DECIMAL_PLACES
+from billhouse.property_numbers import NUMERIC_TEXT_PATTERN, PROPERTY_DECIMAL_PLACES, PROPERTY_INTEGER_DIGITS
 from billhouse.raw_tables import clickhouse_decimal_of_raw_json
 
 AGGREGATION_TYPES = (
@@ -537,7 +537,7 @@ PROPERTY_DECIMAL_SQL = {
     "postgres": lambda key: (
         f"(case when jsonb_typeof(properties::jsonb -> '{key}') in ('number', 'string') "
         f"and (properties::jsonb ->> '{key}') ~ '{NUMERIC_TEXT_PATTERN}' "
-        f"then case when abs(cast(properties::jsonb ->> '{key}' as numeric)) < 1e26 "
+        f"then case when abs(cast(properties::jsonb ->> '{key}' as numeric)) < 1e{PROPERTY_INTEGER_DIGITS} "
         f"then cast(trunc(cast(properties::jsonb ->> '{key}' as numeric), {PROPERTY_DECIMAL_PLACES})"
         f" as numeric(38, {PROPERTY_DECIMAL_PLACES})) end end)"
     ),

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from billhouse.catalog import Catalog, parse_instant
 from billhouse.errors import EventError
-from billhouse.property_numbers import PROPERTY_MAGNITUDE_LIMIT, property_number
+from billhouse.property_numbers import PROPERTY_INTEGER_DIGITS, PROPERTY_MAGNITUDE_LIMIT, property_number
 
 MAX_ID_LENGTH = 255
 # PostgreSQL, a supported warehouse, stores no NUL in text and reads none in jsonb: an
@@ -141,7 +141,7 @@ def check_metric_field(index: int, code: str, properties: Mapping[str, Any], cat
                 f" and exponent), got {value!r}",
             )
         if abs(number) >= PROPERTY_MAGNITUDE_LIMIT:
-            raise EventError(index, field, f"must be below 10^26 in magnitude, got {value!r}")
+            raise EventError(index, field, f"must be below 10^{PROPERTY_INTEGER_DIGITS} in magnitude, got {value!r}")
 
 
 def json_number(value: Any) -> Any:

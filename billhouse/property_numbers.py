@@ -3,9 +3,9 @@
 Ingestion accepts a metric's field value only when it is a number by this rule and below
 PROPERTY_MAGNITUDE_LIMIT; both warehouses read exactly these values as numbers — to
 PROPERTY_DECIMAL_PLACES decimal places, further digits dropped (toward zero) — and
-anything else (a larger number included) as null (raw_tables.clickhouse_decimal_of_raw_json, the property_decimal
-macro, catalog.PROPERTY_DECIMAL_SQL). So a value ingestion accepted is billed as the
-number it spells on either warehouse, never silently as 0.
+anything else, a larger number included, as null (raw_tables.clickhouse_decimal_of_raw_json,
+the property_decimal macro, catalog.PROPERTY_DECIMAL_SQL). So a value ingestion accepted
+is billed as the number it spells on either warehouse, never silently as 0.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 NUMERIC_TEXT_PATTERN = "^ *[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)? *$"
 PROPERTY_DECIMAL_PLACES = 12
 # PostgreSQL's decimal here, numeric(38, 12), holds 26 digits before the point.
-PROPERTY_MAGNITUDE_LIMIT = Decimal(10) ** 26
+PROPERTY_INTEGER_DIGITS = 26
+PROPERTY_MAGNITUDE_LIMIT = Decimal(10) ** PROPERTY_INTEGER_DIGITS
 
 _NUMERIC_TEXT = re.compile(NUMERIC_TEXT_PATTERN)
 

@@ -48,7 +48,8 @@ def clickhouse_decimal_of_raw_json(raw_value: str) -> str:
     trimmed = f"trimBoth({raw_value}, '\" ')"
     return (
         f"if(match({trimmed}, '{NUMERIC_TEXT_PATTERN}'),"
-        f" CAST(toDecimal128OrNull({trimmed}, {PROPERTY_DECIMAL_PLACES}) AS Nullable(Decimal(76, 12))), NULL)"
+        f" CAST(toDecimal128OrNull({trimmed}, {PROPERTY_DECIMAL_PLACES})"
+        f" AS Nullable(Decimal(76, {PROPERTY_DECIMAL_PLACES}))), NULL)"
     )
 
 
@@ -96,7 +97,6 @@ class RawTable:
             + (" SETTINGS " + ", ".join(f"{name} = {value}" for name, value in self.clickhouse_settings)
                if self.clickhouse_settings else "")
         )
-
 
     def clickhouse_derived_column_changes(self, schema: str = RAW_SCHEMA) -> list[str]:
         """For a store created before a derived column's expression changed: the current
