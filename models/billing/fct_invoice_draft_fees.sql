@@ -33,6 +33,13 @@ adjustment_fees as (
     select * from {{ ref('int_late_adjustment_fees') }}
 ),
 
+-- usage charges billed in arrears: the periods closing now, without per-event charges
+arrears_charge_fees as (
+    select * from charge_fees
+    where subscription_period_key in (select subscription_period_key from periods_closing)
+        and charge_id not in (select charge_id from per_event_charges)
+),
+
 plans as (
     select * from {{ ref('stg_billhouse__plans') }}
 ),
@@ -76,34 +83,6 @@ unioned as (
     union all
 
     select
-        fee_key,
-        'charge' as fee_kind,
-        external_subscription_id,
-        external_customer_id,
-        plan_code,
-        currency,
-        period_start,
-        period_end,
-        issuing_date,
-        charge_id,
-        billable_metric_code,
-        charge_model,
-        filter_index,
-        group_key,
-        0 as is_true_up,
-        invoice_display_name,
-        1 as sort_order,
-        units,
-        unit_amount,
-        precise_amount,
-        amount_cents
-    from charge_fees
-    where subscription_period_key in (select subscription_period_key from periods_closing)
-        and charge_id not in (select charge_id from per_event_charges)
-
-    union all
-
-    select
         true_ups.fee_key as fee_key,
         'charge' as fee_kind,
         true_ups.external_subscription_id as external_subscription_id,
@@ -130,11 +109,18 @@ unioned as (
         on true_ups.currency = currencies.currency
     where true_ups.subscription_period_key in (select subscription_period_key from periods_closing)
 
+{#- usage fees, all of one shape: (source, fee kind, sort order, display-name suffix) -#}
+{%- for fees, fee_kind, sort_order, name_suffix in [
+    ('arrears_charge_fees', 'charge', 1, none),
+    ('per_event_fees', 'charge', 1, none),
+    ('adjustment_fees', 'adjustment', 3, ' (late usage, earlier period)'),
+] %}
+
     union all
 
     select
         fee_key,
-        'charge' as fee_kind,
+        '{{ fee_kind }}' as fee_kind,
         external_subscription_id,
         external_customer_id,
         plan_code,
@@ -148,39 +134,15 @@ unioned as (
         filter_index,
         group_key,
         0 as is_true_up,
-        invoice_display_name,
-        1 as sort_order,
+        {{ "concat(invoice_display_name, '" ~ name_suffix ~ "')" if name_suffix else 'invoice_display_name' }}
+            as invoice_display_name,
+        {{ sort_order }} as sort_order,
         units,
         unit_amount,
         precise_amount,
         amount_cents
-    from per_event_fees
-
-    union all
-
-    select
-        fee_key,
-        'adjustment' as fee_kind,
-        external_subscription_id,
-        external_customer_id,
-        plan_code,
-        currency,
-        period_start,
-        period_end,
-        issuing_date,
-        charge_id,
-        billable_metric_code,
-        charge_model,
-        filter_index,
-        group_key,
-        0 as is_true_up,
-        concat(invoice_display_name, ' (late usage, earlier period)') as invoice_display_name,
-        3 as sort_order,
-        units,
-        unit_amount,
-        precise_amount,
-        amount_cents
-    from adjustment_fees
+    from {{ fees }}
+{%- endfor %}
 ),
 
 keyed as (
