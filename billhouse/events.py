@@ -21,9 +21,15 @@ from billhouse.errors import EventError
 from billhouse.property_numbers import PROPERTY_INTEGER_DIGITS, PROPERTY_MAGNITUDE_LIMIT, property_number
 
 MAX_ID_LENGTH = 255
-# PostgreSQL, a supported warehouse, stores no NUL in text and reads none in jsonb: an
-# event holding one would stop every load (ids) or close reading it (properties) there.
-NUL_REFUSAL = "must not contain the NUL character (\\u0000): the PostgreSQL warehouse cannot store it"
+# Text a warehouse cannot store: PostgreSQL holds no NUL in text and reads none in jsonb,
+# and an unpaired UTF-16 surrogate is not UTF-8 at all (the API's JSON decoder already
+# refuses one; Python's, behind `billhouse load` and simulate, does not). An event holding
+# either would stop every load (ids) or every close reading it (properties).
+_UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT_REFUSAL = (
+    "must not contain the NUL character (\\u0000) or an unpaired surrogate (\\ud800-\\udfff):"
+    " a warehouse cannot store it"
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,8 @@ def validate_event(index: int, raw: Mapping[str, Any], catalog: Catalog | None =
             raise EventError(index, key, "is required and must be a non-empty string")
         if len(value) > MAX_ID_LENGTH:
             raise EventError(index, key, f"is longer than {MAX_ID_LENGTH} characters")
-        if "\x00" in value:
-            raise EventError(index, key, NUL_REFUSAL)
+        if _UNSTORABLE_TEXT.search(value):
+            raise EventError(index, key, UNSTORABLE_TEXT_REFUSAL)
         ids[key] = value
     timestamp = _timestamp(index, raw.get("timestamp"))
     properties = raw.get("properties") or {}
@@ -59,8 +65,8 @@ def validate_event(index: int, raw: Mapping[str, Any], catalog: Catalog | None =
         raise EventError(index, "properties", "must be an object")
     if catalog is not None:
         check_metric_field(index, ids["code"], properties, catalog)
-    if _holds_nul(properties):  # after the field check, in the fast path's order
-        raise EventError(index, "properties", NUL_REFUSAL)
+    if _holds_unstorable_text(properties):  # after the field check, in the fast path's order
+        raise EventError(index, "properties", UNSTORABLE_TEXT_REFUSAL)
     return Event(
         transaction_id=ids["transaction_id"],
         external_subscription_id=ids["external_subscription_id"],
@@ -110,14 +116,14 @@ def _timestamp(index: int, value: Any) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-def _holds_nul(value: Any) -> bool:
-    """Whether a decoded JSON value holds U+0000 in a string or a key, at any depth."""
+def _holds_unstorable_text(value: Any) -> bool:
+    """Whether a decoded JSON value holds a NUL or a surrogate in a string or a key, at any depth."""
     if isinstance(value, str):
-        return "\x00" in value
+        return _UNSTORABLE_TEXT.search(value) is not None
     if isinstance(value, Mapping):
-        return any("\x00" in key or _holds_nul(item) for key, item in value.items())
+        return any(_UNSTORABLE_TEXT.search(key) or _holds_unstorable_text(item) for key, item in value.items())
     if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
+        return any(_holds_unstorable_text(item) for item in value)
     return False
 
 

@@ -250,7 +250,8 @@ def fast_rows(events: Sequence[WireEvent], now_ms: int, catalog: Catalog | None 
         if catalog is not None:
             check_metric_field(index, code, properties or {}, catalog)
         encoded = _encode_properties(properties) if properties else "{}"
-        if "\\u0000" in encoded:  # perhaps a NUL, which validate_event refuses
+        # perhaps a NUL, which validate_event refuses (msgspec never decodes an unpaired surrogate)
+        if "\\u0000" in encoded:
             return None
         append((tx, sub, code, ms, encoded))
     return rows

@@ -83,6 +83,8 @@ CATALOG_OBJ = parse_catalog(CATALOG)
         ({"transaction_id": "t", "external_subscription_id": "s", "code": "storage_gb", "properties": {}}, "properties.gb", "required by billable metric"),
         ({"transaction_id": "t", "external_subscription_id": "s", "code": "storage_gb", "properties": {"gb": "lots"}}, "properties.gb", "must be a number"),
         ({"transaction_id": "t", "external_subscription_id": "s", "code": "api_calls", "properties": {"k\x00": 1}}, "properties", "NUL character"),
+        ({"transaction_id": "t", "external_subscription_id": "s", "code": "api_calls", "properties": {"k": ["\udc00"]}}, "properties", "unpaired surrogate"),
+        ({"transaction_id": "t\ud800", "external_subscription_id": "s", "code": "api_calls"}, "transaction_id", "unpaired surrogate"),
     ],
 )
 def test_event_errors_name_the_index_field_and_reason(event, field, reason) -> None:
