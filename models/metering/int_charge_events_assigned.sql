@@ -130,7 +130,7 @@ final as (
         case charge_events.aggregation_type
             when 'count_agg' then {{ billhouse.to_decimal('1') }}
             when 'custom_agg' then {{ billhouse.custom_expression_case('charge_events.billable_metric_code') }}
-            else {{ billhouse.event_number('charge_events', "coalesce(charge_events.field_name, '')") }}
+            else {{ billhouse.event_number('charge_events', 'charge_events.field_name') }}
         end as event_value,
         {% if counts_uniques -%}
         case

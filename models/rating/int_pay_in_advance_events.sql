@@ -112,7 +112,7 @@ assigned as (
         known.rounding_precision as rounding_precision,
         {{ billhouse.to_decimal(
             "case known.aggregation_type when 'count_agg' then " ~ billhouse.to_decimal('1')
-            ~ " else coalesce(" ~ billhouse.event_number('known', "coalesce(known.field_name, '')") ~ ", " ~ billhouse.decimal_zero() ~ ") end"
+            ~ " else coalesce(" ~ billhouse.event_number('known', 'known.field_name') ~ ", " ~ billhouse.decimal_zero() ~ ") end"
         ) }} as event_value
     from known
     left join first_matching_filter
