@@ -23,6 +23,7 @@ exactly once (see docs/billing-clock.md).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,7 +39,7 @@ from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
 from ingestion.loader import load_landed_events
 from invoicing.credit_notes import CreditNote
-from invoicing.drafts import read_invoice_drafts
+from invoicing.drafts import EventsRead, InvoiceDraft, read_invoice_drafts
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
@@ -155,7 +156,7 @@ def finish_close(
                 record_pdf_path(conn, invoice.id, pdf)
             report.pdfs[invoice.number] = pdf
     with open_warehouse(settings) as warehouse:
-        mirror_billed_fees(warehouse, report.invoices)
+        mirror_billed_fees(warehouse, report.invoices, events_read_by_invoice(drafts, report.invoices))
     collect_and_deliver(settings, report)  # issue 6: payments, then webhooks
     # -- issue 7: ledger copy -> finance marts -> reporting snapshot (billhouse/ledger_sync.py)
     if refresh_finance_marts:
@@ -169,8 +170,35 @@ def finish_close(
 BILLED_FEES_TABLE = f"{RAW_SCHEMA}.{BILLED_FEES.name}"
 
 
-def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -> int:
-    """Copy the fees of finalized invoices into billed_fees, each fee once (by fee_key)."""
+def events_read_by_invoice(drafts: list[InvoiceDraft], invoices: list[FinalizedInvoice]) -> dict[str, EventsRead]:
+    """The events each invoice this close finalized was built from (its draft's).
+
+    Only when the customer's latest invoice of this close (per currency: the one that
+    carries its late adjustments) was finalized by this close too: otherwise a re-run
+    found it already finalized, built from fewer events, and the customer's invoices are
+    left without, so that later closes fall back to the ingestion-time rule of
+    int_late_usage_periods for them. Invoices found already finalized get none."""
+    read = {draft.invoice_key: draft.events_read for draft in drafts if draft.events_read is not None}
+    latest: dict[tuple[str, str], FinalizedInvoice] = {}
+    for invoice in invoices:
+        group = (invoice.external_customer_id, invoice.currency)
+        if group not in latest or invoice.issuing_date > latest[group].issuing_date:
+            latest[group] = invoice
+    return {
+        invoice.invoice_key: read[invoice.invoice_key]
+        for invoice in invoices
+        if invoice.created
+        and invoice.invoice_key in read
+        and latest[(invoice.external_customer_id, invoice.currency)].created
+    }
+
+
+def mirror_billed_fees(
+    warehouse: Warehouse, invoices: list[FinalizedInvoice], events_read: Mapping[str, EventsRead] | None = None
+) -> int:
+    """Copy the fees of finalized invoices into billed_fees, each fee once (by fee_key),
+    with the events each invoice was built from when known (``events_read``)."""
+    events_read = events_read or {}
     keys = sorted({invoice.invoice_key for invoice in invoices})
     present: set[str] = set()
     for start in range(0, len(keys), 1000):
@@ -194,8 +222,11 @@ def mirror_billed_fees(warehouse: Warehouse, invoices: list[FinalizedInvoice]) -
             "units": fee.units,
             "precise_amount": fee.precise_amount,
             "amount_cents": fee.amount_cents,
+            "events_through_block": read.through_block if read else None,
+            "events_table_uuid": read.table_uuid if read else None,
         }
         for invoice in invoices
+        for read in [events_read.get(invoice.invoice_key)]
         for fee in invoice.fees
         if fee.fee_key not in present
     ]

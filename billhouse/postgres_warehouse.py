@@ -31,6 +31,8 @@ class PostgresWarehouse:
             self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             for table in ALL_TABLES:
                 self.conn.execute(table.postgres_ddl(self.schema))
+                for addition in table.postgres_column_additions(self.schema):
+                    self.conn.execute(addition)
 
     def replace_catalog(self, catalog: Catalog) -> None:
         rows = catalog.rows()

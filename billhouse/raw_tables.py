@@ -76,6 +76,9 @@ class RawTable:
     derived_columns: tuple[DerivedColumn, ...] = ()
     clickhouse_settings: tuple[tuple[str, str], ...] = ()
     partition_by: str | None = None
+    # columns added after stores were first created with this table (nullable ones):
+    # added to an older store's table when it is opened
+    added_columns: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -114,6 +117,20 @@ class RawTable:
         return [
             f"ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS {d.clickhouse_definition()}"
             for d in self.derived_columns
+        ]
+
+    def clickhouse_column_additions(self, schema: str = RAW_SCHEMA) -> list[str]:
+        return [
+            f"ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS `{c.name}` {c.clickhouse_type}"
+            for c in self.columns
+            if c.name in self.added_columns
+        ]
+
+    def postgres_column_additions(self, schema: str = RAW_SCHEMA) -> list[str]:
+        return [
+            f'ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS "{c.name}" {c.postgres_type}'
+            for c in self.columns
+            if c.name in self.added_columns
         ]
 
     def clickhouse_setting_changes(self, schema: str = RAW_SCHEMA) -> list[str]:
@@ -313,10 +330,16 @@ BILLED_FEES = RawTable(
         ("units", DECIMAL),
         ("precise_amount", DECIMAL),
         ("amount_cents", "Int64"),
+        # The events the invoice was built from (ClickHouse): every event of the store's
+        # events table (this UUID) up to this insert block number. Null on PostgreSQL and
+        # for an invoice finalized by an earlier run of the close (int_late_usage_periods).
+        ("events_through_block", "Nullable(Int64)"),
+        ("events_table_uuid", "Nullable(String)"),
     ),
     order_by="fee_key",
     append_only=True,
     engine="ReplacingMergeTree",
+    added_columns=("events_through_block", "events_table_uuid"),
 )
 
 ALL_TABLES: tuple[RawTable, ...] = (

@@ -31,6 +31,8 @@ class Warehouse:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.schema}")
         for table in ALL_TABLES:
             self.client.command(table.clickhouse_ddl(self.schema))
+            for addition in table.clickhouse_column_additions(self.schema):
+                self.client.command(addition)
             for addition in table.clickhouse_derived_column_additions(self.schema):
                 self.client.command(addition)
             for change in table.clickhouse_derived_column_changes(self.schema):

@@ -43,6 +43,15 @@ class DraftFee:
 
 
 @dataclass(frozen=True)
+class EventsRead:
+    """Which events a draft was built from (ClickHouse): every event of the events table
+    with this UUID up to this insert block number."""
+
+    through_block: int
+    table_uuid: str
+
+
+@dataclass(frozen=True)
 class InvoiceDraft:
     invoice_key: str  # idempotency key: customer, currency, issuing date
     external_customer_id: str
@@ -56,6 +65,7 @@ class InvoiceDraft:
     total_cents: int
     fees: tuple[DraftFee, ...] = field(default_factory=tuple)
     invoice_type: str = "subscription"  # "subscription" | "one_off" (add-ons only)
+    events_read: EventsRead | None = None  # None on PostgreSQL
 
 
 class DraftSource(Protocol):
@@ -104,11 +114,18 @@ def read_invoice_drafts(source: DraftSource, schema: str = "billhouse") -> list[
                 sub_total_cents=int(row["sub_total_cents"]),
                 total_cents=int(row["total_cents"]),
                 fees=tuple(fees_by_invoice.get(row["invoice_key"], ())),
+                events_read=_events_read(row),
             )
         )
     from invoicing.commitments import add_commitment_true_ups
 
     return add_commitment_true_ups(drafts, read_plan_commitments(source, schema))
+
+
+def _events_read(row: dict[str, Any]) -> EventsRead | None:
+    if row.get("events_through_block") is None or not row.get("events_table_uuid"):
+        return None
+    return EventsRead(int(row["events_through_block"]), str(row["events_table_uuid"]))
 
 
 def read_plan_commitments(source: DraftSource, schema: str = "billhouse") -> dict[str, PlanCommitment]:

@@ -57,3 +57,18 @@
         order by ingested_at, event_at, billable_metric_code, properties
     )
 {%- endmacro %}
+
+
+{#- The insert block that stored a raw event row: ClickHouse numbers them, and the numbers
+    only grow (raw_tables.EVENTS, enable_block_number_column); elsewhere null. -#}
+{% macro raw_event_block_number() -%}
+    {{ return(adapter.dispatch('raw_event_block_number', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__raw_event_block_number() -%}
+    cast(null as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{% macro clickhouse__raw_event_block_number() -%}
+    _block_number
+{%- endmacro %}

@@ -1,5 +1,9 @@
 {#- Invoice drafts: one per customer, currency and issuing date, totalling its fees.
-    Invoicing (Python) finalizes these into the ledger. -#}
+    Invoicing (Python) finalizes these into the ledger. On ClickHouse each draft also
+    says which events it was built from (every event of this events table up to this
+    insert block: this build's marker in the duplicate index); the close records it with
+    the billed fees, so that a later close looks for late events past it only
+    (int_late_usage_periods). -#}
 with fees as (
     select * from {{ ref('fct_invoice_draft_fees') }}
 ),
@@ -11,6 +15,20 @@ customers as (
 currencies as (
     select * from {{ ref('currencies') }}
 ),
+
+{%- if target.type != 'postgres' %}
+events_read as (
+    select
+        cast(max(scanned_through_block) as Nullable(Int64)) as through_block,
+        cast(any(events_table_uuid) as Nullable(String)) as table_uuid
+    from {{ ref('int_event_identities_duplicated') }}
+    where copies = 0
+        and events_table_uuid = (
+            select toString(uuid) from system.tables
+            where database = '{{ var('raw_schema') }}' and name = 'events'
+        )
+),
+{%- endif %}
 
 totals as (
     select
@@ -38,12 +56,22 @@ final as (
         totals.period_end as period_end,
         totals.fee_count as fee_count,
         totals.sub_total_cents as sub_total_cents,
-        totals.sub_total_cents as total_cents
+        totals.sub_total_cents as total_cents,
+        {%- if target.type != 'postgres' %}
+        events_read.through_block as events_through_block,
+        events_read.table_uuid as events_table_uuid
+        {%- else %}
+        cast(null as bigint) as events_through_block,
+        cast(null as text) as events_table_uuid
+        {%- endif %}
     from totals
     inner join customers
         on totals.external_customer_id = customers.external_customer_id
     inner join currencies
         on totals.currency = currencies.currency
+    {%- if target.type != 'postgres' %}
+    cross join events_read
+    {%- endif %}
 )
 
 select * from final

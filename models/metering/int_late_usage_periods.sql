@@ -1,7 +1,18 @@
 {#- Late events: usage periods already on a finalized invoice (the ledger's fees,
-    mirrored in billed_fees) that have events ingested after the period closed. One row
+    mirrored in billed_fees) that have events the invoice was not built from. One row
     per such period; int_billing_periods adds them to the close so that they are re-rated,
-    and int_late_adjustment_fees bills the difference once. -#}
+    and int_late_adjustment_fees bills the difference once.
+
+    Which events an invoice was built from: on ClickHouse, every event up to the insert
+    block its draft read (billed_fees.events_through_block); a period is also accounted
+    up to the block of any later invoice of its customer, because the close that built
+    that invoice re-rated the period and billed any difference on it (the customer's
+    latest invoice of a close carries its adjustments). So a period whose late events
+    were billed, or whose re-rating found nothing more to bill (a resent copy, an event
+    priced at zero), stops being re-rated. Where the block is unknown — PostgreSQL, an
+    invoice a re-run found already finalized, a store whose events table was re-created
+    — the rule is the events ingested after the period's end. -#}
+{%- set block_numbered = target.type != 'postgres' %}
 with billed_fees as (
     select * from {{ source('billhouse', 'billed_fees') }} {{ 'final' if target.type in ('clickhouse', 'chdb') else '' }}
 ),
@@ -33,6 +44,48 @@ billed_periods as (
     group by billed_fees.external_subscription_id, billed_fees.period_start, billed_fees.period_end
 ),
 
+{%- if block_numbered %}
+
+-- the block each finalized invoice read up to, for this events table only (a re-created
+-- table numbers its blocks anew), with the invoice's customer
+billed_reads as (
+    select
+        billed_fees.external_subscription_id as external_subscription_id,
+        billed_fees.period_start as period_start,
+        billed_fees.period_end as period_end,
+        billed_fees.issuing_date as issuing_date,
+        subscriptions.external_customer_id as external_customer_id,
+        billed_fees.events_through_block as events_through_block
+    from billed_fees
+    inner join subscriptions
+        on billed_fees.external_subscription_id = subscriptions.external_subscription_id
+    where billed_fees.events_through_block is not null
+        and billed_fees.events_table_uuid = (
+            select toString(uuid) from system.tables
+            where database = '{{ var('raw_schema') }}' and name = 'events'
+        )
+),
+
+period_reads as (
+    select
+        external_subscription_id,
+        period_start,
+        period_end,
+        max(events_through_block) as events_through_block
+    from billed_reads
+    group by external_subscription_id, period_start, period_end
+),
+
+customer_reads as (
+    select
+        external_customer_id,
+        issuing_date,
+        max(events_through_block) as events_through_block
+    from billed_reads
+    group by external_customer_id, issuing_date
+),
+{%- endif %}
+
 in_scope as (
     select
         billed_periods.external_subscription_id as external_subscription_id,
@@ -45,7 +98,24 @@ in_scope as (
         customers.currency as currency,
         customers.timezone as timezone,
         plans.plan_interval as plan_interval,
-        plans.amount_cents as plan_amount_cents
+        plans.amount_cents as plan_amount_cents,
+        {%- if block_numbered %}
+        -- the period's own invoice read up to period_reads' block; a later invoice of the
+        -- customer, further (only for a period whose own block is known: its fees were
+        -- in billed_fees when the later invoice was built, so that close re-rated it)
+        case
+            when max(period_reads.events_through_block) is null then null
+            else greatest(
+                max(period_reads.events_through_block),
+                coalesce(max(case
+                    when customer_reads.issuing_date > billed_periods.billed_issuing_date
+                        then customer_reads.events_through_block
+                end), 0)
+            )
+        end as read_through_block
+        {%- else %}
+        cast(null as {{ dbt.type_bigint() }}) as read_through_block
+        {%- endif %}
     from billed_periods
     inner join subscriptions
         on billed_periods.external_subscription_id = subscriptions.external_subscription_id
@@ -53,10 +123,24 @@ in_scope as (
         on subscriptions.plan_code = plans.plan_code
     inner join customers
         on subscriptions.external_customer_id = customers.external_customer_id
+    {%- if block_numbered %}
+    left join period_reads
+        on billed_periods.external_subscription_id = period_reads.external_subscription_id
+        and billed_periods.period_start = period_reads.period_start
+        and billed_periods.period_end = period_reads.period_end
+    left join customer_reads
+        on subscriptions.external_customer_id = customer_reads.external_customer_id
+    {%- endif %}
     where billed_periods.period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
     {% if billhouse.close_setting('close_timezone') %}
         and customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
     {% endif %}
+    {%- if block_numbered %}
+    group by
+        billed_periods.external_subscription_id, billed_periods.period_start, billed_periods.period_end,
+        billed_periods.billed_issuing_date, subscriptions.external_customer_id, subscriptions.plan_code,
+        customers.customer_name, customers.currency, customers.timezone, plans.plan_interval, plans.amount_cents
+    {%- endif %}
 ),
 
 late_events as (
@@ -70,8 +154,15 @@ late_events as (
     where events.external_subscription_id in (select external_subscription_id from in_scope)
         and events.event_at >= in_scope.period_start
         and events.event_at < in_scope.period_end
-        and events.ingested_at > in_scope.period_end
-        and events.ingested_at > (select min(period_end) from in_scope)
+        and (
+            (in_scope.read_through_block is not null and events.block_number > in_scope.read_through_block)
+            or (in_scope.read_through_block is null and events.ingested_at > in_scope.period_end)
+        )
+        -- bounds known before the join: most events are older than both
+        and (
+            events.block_number > (select min(read_through_block) from in_scope)
+            or events.ingested_at > (select min(period_end) from in_scope where read_through_block is null)
+        )
 ),
 
 final as (

@@ -9,7 +9,8 @@ with source as (
         properties,
         ingested_at,
         {{ billhouse.raw_event_identity_hash() }} as identity_hash,
-        {{ billhouse.raw_event_property_numbers() }} as property_numbers
+        {{ billhouse.raw_event_property_numbers() }} as property_numbers,
+        {{ billhouse.raw_event_block_number() }} as block_number
     from {{ source('billhouse', 'events') }}
 ),
 
@@ -22,7 +23,8 @@ renamed as (
         properties,
         ingested_at,
         identity_hash,
-        property_numbers
+        property_numbers,
+        block_number
     from source
 )
 

@@ -1,0 +1,191 @@
+"""Which invoiced periods a close re-rates for late events (int_late_usage_periods).
+
+On ClickHouse each finalized invoice records the insert block its draft read up to
+(billed_fees.events_through_block); a period is late when its events go past the block
+of its own invoice and of any later invoice of its customer. The store below closes
+October, then day after day, and checks that:
+
+- events ingested after October ended but loaded before its close (the minutes between
+  local midnight and the close) are on October's invoice and never make October late;
+- a late event and a resent copy of a billed event make October late until the
+  customer's next invoice: the late event is billed there once, the copy bills nothing,
+  and neither is looked at again;
+- an events table re-created since (new UUID, block numbers anew) falls back to the
+  ingestion-time rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from billhouse.catalog import Catalog, parse_catalog
+from billhouse.close import CloseReport, close, load_inputs
+from billhouse.events import load_events
+from billhouse.ledger_connection import stop_ledger
+from billhouse.raw_tables import EVENTS
+from billhouse.settings import Settings
+from billhouse.warehouse import open_warehouse
+
+CATALOG = {
+    "billable_metrics": [{"code": "calls", "name": "Calls", "aggregation_type": "count_agg"}],
+    "plans": [
+        {
+            "code": "metered",
+            "name": "Metered",
+            "interval": "monthly",
+            "amount_cents": 1000,
+            "amount_currency": "EUR",
+            "charges": [{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.5"}}],
+        }
+    ],
+    "customers": [
+        {"external_id": "cus_late", "name": "Late Ltd", "currency": "EUR", "timezone": "UTC"},
+        {"external_id": "cus_resend", "name": "Resend SA", "currency": "EUR", "timezone": "UTC"},
+    ],
+    "subscriptions": [
+        {"external_id": "sub_late", "external_customer_id": "cus_late", "plan_code": "metered",
+         "subscription_at": "2026-10-01T00:00:00Z"},
+        {"external_id": "sub_resend", "external_customer_id": "cus_resend", "plan_code": "metered",
+         "subscription_at": "2026-10-01T00:00:00Z"},
+    ],
+}
+
+
+def _call(tx: str, sub: str, ts: str) -> dict:
+    return {"transaction_id": tx, "external_subscription_id": sub, "code": "calls", "timestamp": ts}
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass
+class LateStore:
+    settings: Settings
+    catalog: Catalog
+    closes: dict[str, CloseReport]
+    late_periods: dict[str, list[tuple[str, datetime]]]
+
+    def load(self, events: list[dict], ingested_at: str) -> None:
+        with open_warehouse(self.settings) as warehouse:
+            load_events(warehouse, events, self.catalog, ingested_at=_at(ingested_at))
+
+    def close(self, label: str, as_of: str) -> None:
+        self.closes[label] = close(self.settings, _at(as_of), refresh_finance_marts=False)
+        with open_warehouse(self.settings) as warehouse:
+            rows = warehouse.query(
+                "select external_subscription_id, period_start from billhouse.int_late_usage_periods"
+                " order by external_subscription_id, period_start"
+            )
+        self.late_periods[label] = [
+            (row["external_subscription_id"], row["period_start"].astimezone(timezone.utc)) for row in rows
+        ]
+
+    def billed(self, sql_filter: str = "1 = 1") -> list[dict]:
+        with open_warehouse(self.settings) as warehouse:
+            return warehouse.query(f"select * from billhouse_raw.billed_fees final where {sql_filter} order by fee_key")
+
+
+OCTOBER = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LateStore]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("late-reads")))
+    catalog = parse_catalog(CATALOG, source="tests/test_late_usage_reads.py")
+    load_inputs(settings, catalog, [])
+    s = LateStore(settings, catalog, {}, {})
+    try:
+        # October's last calls reach billhouse two minutes after midnight, before the close
+        s.load([_call("l-1", "sub_late", "2026-10-10T00:00:00Z"),
+                _call("l-2", "sub_late", "2026-10-31T23:59:00Z"),
+                _call("r-1", "sub_resend", "2026-10-31T23:58:00Z")], ingested_at="2026-11-01T00:02:00Z")
+        s.close("nov-1", "2026-11-01T00:05:00Z")
+        s.close("nov-2", "2026-11-02T00:05:00Z")
+        # a late October call for one customer; a resent copy of a billed call for the other
+        s.load([_call("l-3", "sub_late", "2026-10-20T00:00:00Z"),
+                _call("r-1", "sub_resend", "2026-10-31T23:58:00Z")], ingested_at="2026-11-03T10:00:00Z")
+        s.close("nov-4", "2026-11-04T00:05:00Z")
+        s.close("dec-1", "2026-12-01T00:05:00Z")
+        s.close("dec-2", "2026-12-02T00:05:00Z")
+        # the events table re-created (as a store upgrade that repartitions it does)
+        with open_warehouse(settings) as warehouse:
+            warehouse._repartition(EVENTS)
+        s.close("dec-2-after-recreate", "2026-12-02T00:05:00Z")
+        yield s
+    finally:
+        stop_ledger(settings)
+
+
+def _invoice(report: CloseReport, customer: str):
+    [invoice] = [i for i in report.created if i.external_customer_id == customer]
+    return invoice
+
+
+def test_events_that_arrive_before_the_close_are_billed_and_never_late(store: LateStore) -> None:
+    october = _invoice(store.closes["nov-1"], "cus_late")
+    assert october.total_cents == 1000 + 2 * 50
+    assert _invoice(store.closes["nov-1"], "cus_resend").total_cents == 1000 + 50
+    # every October event was ingested after October ended, and was on its invoice
+    assert store.late_periods["nov-2"] == []
+
+
+def test_the_billed_fees_record_the_block_their_invoice_read_up_to(store: LateStore) -> None:
+    october = store.billed("issuing_date = '2026-11-01'")
+    assert october and all(row["events_through_block"] is not None for row in october)
+    assert len({row["events_table_uuid"] for row in october}) == 1
+    december = store.billed("issuing_date = '2026-12-01'")
+    assert min(r["events_through_block"] for r in december) > max(r["events_through_block"] for r in october)
+
+
+def test_a_late_event_or_a_resent_copy_makes_the_period_late_until_the_customers_next_invoice(
+    store: LateStore,
+) -> None:
+    assert store.late_periods["nov-4"] == [("sub_late", OCTOBER), ("sub_resend", OCTOBER)]
+    assert store.closes["nov-4"].created == []  # nothing ends: the adjustment waits
+    assert store.late_periods["dec-1"] == [("sub_late", OCTOBER), ("sub_resend", OCTOBER)]
+
+
+def test_the_late_event_is_billed_once_and_the_resent_copy_bills_nothing(store: LateStore) -> None:
+    late = _invoice(store.closes["dec-1"], "cus_late")
+    adjustments = [f for f in late.fees if f.kind == "adjustment"]
+    assert [(f.units, f.amount_cents, f.period_start) for f in adjustments] == [(1, 50, OCTOBER)]
+    assert late.total_cents == 1000 + 0 + 50  # November: fee, no calls; October's late call
+    resend = _invoice(store.closes["dec-1"], "cus_resend")
+    assert [f for f in resend.fees if f.kind == "adjustment"] == []
+
+
+def test_a_period_accounted_for_by_the_customers_next_invoice_is_not_re_rated(store: LateStore) -> None:
+    # October's own invoice read less than the late call; the December invoices read it
+    assert store.late_periods["dec-2"] == []
+    assert store.closes["dec-2"].created == []
+
+
+def test_a_re_created_events_table_falls_back_to_the_ingestion_time_rule(store: LateStore) -> None:
+    # the recorded blocks belong to the old table: every October event was ingested after
+    # October ended, November's never were (none)
+    assert store.late_periods["dec-2-after-recreate"] == [("sub_late", OCTOBER), ("sub_resend", OCTOBER)]
+    # re-rated, not re-billed
+    assert store.closes["dec-2-after-recreate"].created == []
+
+
+def test_a_store_made_before_gets_the_new_billed_fee_columns(tmp_path: Path) -> None:
+    """A store whose billed_fees predates the two columns gets them, empty, when opened;
+    its earlier rows keep the ingestion-time rule (null block)."""
+    settings = Settings(data_dir=tmp_path)
+    with open_warehouse(settings) as warehouse:
+        warehouse.client.command("ALTER TABLE billhouse_raw.billed_fees DROP COLUMN events_through_block")
+        warehouse.client.command("ALTER TABLE billhouse_raw.billed_fees DROP COLUMN events_table_uuid")
+        warehouse.client.command(
+            "INSERT INTO billhouse_raw.billed_fees (fee_key, adjusted_fee_key, invoice_key, issuing_date, kind,"
+            " external_subscription_id, period_start, period_end, units, precise_amount, amount_cents)"
+            " VALUES ('f', 'f', 'i', '2026-11-01', 'charge', 's', '2026-10-01', '2026-11-01', 1, 0.5, 50)"
+        )
+    with open_warehouse(settings) as warehouse:
+        [row] = warehouse.query("SELECT fee_key, events_through_block, events_table_uuid FROM billhouse_raw.billed_fees")
+    assert row == {"fee_key": "f", "events_through_block": None, "events_table_uuid": None}
