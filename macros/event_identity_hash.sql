@@ -72,3 +72,10 @@
 {% macro clickhouse__raw_event_block_number() -%}
     _block_number
 {%- endmacro %}
+
+
+{#- ClickHouse: the UUID of the raw events table, as a scalar subquery. Block numbers
+    count per table: a re-created table (another UUID) numbers its blocks anew. -#}
+{% macro events_table_uuid() -%}
+    (select toString(uuid) from system.tables where database = '{{ var('raw_schema') }}' and name = 'events')
+{%- endmacro %}

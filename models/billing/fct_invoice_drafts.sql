@@ -23,10 +23,7 @@ events_read as (
         cast(any(events_table_uuid) as Nullable(String)) as table_uuid
     from {{ ref('int_event_identities_duplicated') }}
     where copies = 0
-        and events_table_uuid = (
-            select toString(uuid) from system.tables
-            where database = '{{ var('raw_schema') }}' and name = 'events'
-        )
+        and events_table_uuid = {{ billhouse.events_table_uuid() }}
 ),
 {%- endif %}
 

@@ -54,10 +54,7 @@ billed_reads as (
     inner join subscriptions
         on billed_fees.external_subscription_id = subscriptions.external_subscription_id
     where billed_fees.events_through_block is not null
-        and billed_fees.events_table_uuid = (
-            select toString(uuid) from system.tables
-            where database = '{{ var('raw_schema') }}' and name = 'events'
-        )
+        and billed_fees.events_table_uuid = {{ billhouse.events_table_uuid() }}
 ),
 
 period_reads as (
