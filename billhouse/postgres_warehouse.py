@@ -31,8 +31,16 @@ class PostgresWarehouse:
             self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
             for table in ALL_TABLES:
                 self.conn.execute(table.postgres_ddl(self.schema))
-                for addition in table.postgres_column_additions(self.schema):
-                    self.conn.execute(addition)
+                if table.added_columns:
+                    for addition in table.postgres_column_additions(self._column_names(table), self.schema):
+                        self.conn.execute(addition)
+
+    def _column_names(self, table: RawTable) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (self.schema, table.name),
+        ).fetchall()
+        return {row[0] for row in rows}
 
     def replace_catalog(self, catalog: Catalog) -> None:
         rows = catalog.rows()

@@ -119,18 +119,20 @@ class RawTable:
             for d in self.derived_columns
         ]
 
-    def clickhouse_column_additions(self, schema: str = RAW_SCHEMA) -> list[str]:
+    def clickhouse_column_additions(self, present: set[str], schema: str = RAW_SCHEMA) -> list[str]:
+        """For a store created before some added columns existed (``present``: the
+        table's columns now): add the missing ones."""
         return [
             f"ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS `{c.name}` {c.clickhouse_type}"
             for c in self.columns
-            if c.name in self.added_columns
+            if c.name in self.added_columns and c.name not in present
         ]
 
-    def postgres_column_additions(self, schema: str = RAW_SCHEMA) -> list[str]:
+    def postgres_column_additions(self, present: set[str], schema: str = RAW_SCHEMA) -> list[str]:
         return [
             f'ALTER TABLE {schema}.{self.name} ADD COLUMN IF NOT EXISTS "{c.name}" {c.postgres_type}'
             for c in self.columns
-            if c.name in self.added_columns
+            if c.name in self.added_columns and c.name not in present
         ]
 
     def clickhouse_setting_changes(self, schema: str = RAW_SCHEMA) -> list[str]:

@@ -31,8 +31,9 @@ class Warehouse:
         self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.schema}")
         for table in ALL_TABLES:
             self.client.command(table.clickhouse_ddl(self.schema))
-            for addition in table.clickhouse_column_additions(self.schema):
-                self.client.command(addition)
+            if table.added_columns:
+                for addition in table.clickhouse_column_additions(self._column_names(table), self.schema):
+                    self.client.command(addition)
             for addition in table.clickhouse_derived_column_additions(self.schema):
                 self.client.command(addition)
             for change in table.clickhouse_derived_column_changes(self.schema):
@@ -41,6 +42,13 @@ class Warehouse:
                 self.client.command(change)
             if table.partition_by and self._partition_key(table) != table.partition_by.replace(" ", ""):
                 self._repartition(table)
+
+    def _column_names(self, table: RawTable) -> set[str]:
+        rows = self.query(
+            "SELECT name FROM system.columns WHERE database = {schema:String} AND table = {name:String}",
+            {"schema": self.schema, "name": table.name},
+        )
+        return {row["name"] for row in rows}
 
     def _partition_key(self, table: RawTable) -> str:
         rows = self.query(

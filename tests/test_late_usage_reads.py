@@ -174,18 +174,30 @@ def test_a_re_created_events_table_falls_back_to_the_ingestion_time_rule(store: 
     assert store.closes["dec-2-after-recreate"].created == []
 
 
-def test_a_store_made_before_gets_the_new_billed_fee_columns(tmp_path: Path) -> None:
-    """A store whose billed_fees predates the two columns gets them, empty, when opened;
-    its earlier rows keep the ingestion-time rule (null block)."""
-    settings = Settings(data_dir=tmp_path)
-    with open_warehouse(settings) as warehouse:
-        warehouse.client.command("ALTER TABLE billhouse_raw.billed_fees DROP COLUMN events_through_block")
-        warehouse.client.command("ALTER TABLE billhouse_raw.billed_fees DROP COLUMN events_table_uuid")
-        warehouse.client.command(
-            "INSERT INTO billhouse_raw.billed_fees (fee_key, adjusted_fee_key, invoice_key, issuing_date, kind,"
-            " external_subscription_id, period_start, period_end, units, precise_amount, amount_cents)"
-            " VALUES ('f', 'f', 'i', '2026-11-01', 'charge', 's', '2026-10-01', '2026-11-01', 1, 0.5, 50)"
-        )
-    with open_warehouse(settings) as warehouse:
-        [row] = warehouse.query("SELECT fee_key, events_through_block, events_table_uuid FROM billhouse_raw.billed_fees")
-    assert row == {"fee_key": "f", "events_through_block": None, "events_table_uuid": None}
+@pytest.mark.parametrize("target", ["chdb", "postgres"])
+def test_a_store_made_before_gets_the_new_billed_fee_columns(tmp_path: Path, target: str) -> None:
+    """A warehouse whose billed_fees predates the two columns gets them, empty, when
+    opened; its earlier rows keep the ingestion-time rule (null block)."""
+    settings = Settings(data_dir=tmp_path, warehouse_target=target)
+    try:
+        with open_warehouse(settings) as warehouse:
+            for column in ("events_through_block", "events_table_uuid"):
+                _command(warehouse, f"ALTER TABLE billhouse_raw.billed_fees DROP COLUMN {column}")
+            _command(
+                warehouse,
+                "INSERT INTO billhouse_raw.billed_fees (fee_key, adjusted_fee_key, invoice_key, issuing_date, kind,"
+                " external_subscription_id, period_start, period_end, units, precise_amount, amount_cents)"
+                " VALUES ('f', 'f', 'i', '2026-11-01', 'charge', 's', '2026-10-01', '2026-11-01', 1, 0.5, 50)",
+            )
+        with open_warehouse(settings) as warehouse:
+            rows = warehouse.query("SELECT fee_key, events_through_block, events_table_uuid FROM billhouse_raw.billed_fees")
+        assert rows == [{"fee_key": "f", "events_through_block": None, "events_table_uuid": None}]
+    finally:
+        stop_ledger(settings)
+
+
+def _command(warehouse, statement: str) -> None:
+    if hasattr(warehouse, "client"):
+        warehouse.client.command(statement)
+    else:
+        warehouse.conn.execute(statement)

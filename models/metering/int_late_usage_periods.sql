@@ -24,17 +24,21 @@ late_events as (
     from events
     inner join billed_periods
         on events.external_subscription_id = billed_periods.external_subscription_id
-    -- the subscriptions with billed periods only (the events' primary key prefix)
-    where events.external_subscription_id in (select external_subscription_id from billed_periods)
-        and events.event_at >= billed_periods.period_start
+    where events.event_at >= billed_periods.period_start
         and events.event_at < billed_periods.period_end
         and (
             (billed_periods.read_through_block is not null and events.block_number > billed_periods.read_through_block)
             or (billed_periods.read_through_block is null and events.ingested_at > billed_periods.period_end)
         )
+        {%- if target.type == 'postgres' %}
+        -- the subscriptions with billed periods only
+        and events.external_subscription_id in (select external_subscription_id from billed_periods)
+        {%- endif %}
         -- bounds known before the join, which most events fail (each null when no
         -- period has its kind of bound: a min over no rows of a non-null column is not
-        -- null on ClickHouse, hence the case)
+        -- null on ClickHouse, hence the case). On ClickHouse the block bound skips
+        -- whole parts (each knows its block range): a filter on the subscriptions, the
+        -- primary key's prefix, would cost more than it saves (0.55 s of 1.1 s at 100 M).
         and (
             events.block_number > (select min(read_through_block) from billed_periods)
             or events.ingested_at > (
