@@ -12,6 +12,9 @@ October, then day after day, and checks that:
   and neither is looked at again;
 - an events table re-created since (new UUID, block numbers anew) falls back to the
   ingestion-time rule.
+
+PostgreSQL has no insert block numbers: there the ingestion-time rule bills the same,
+and keeps re-rating the periods (last test).
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ class LateStore:
 
     def billed(self, sql_filter: str = "1 = 1") -> list[dict]:
         with open_warehouse(self.settings) as warehouse:
-            return warehouse.query(f"select * from billhouse_raw.billed_fees final where {sql_filter} order by fee_key")
+            final = "" if self.settings.warehouse_target == "postgres" else " final"
+            return warehouse.query(f"select * from billhouse_raw.billed_fees{final} where {sql_filter} order by fee_key")
 
 
 OCTOBER = datetime(2026, 10, 1, tzinfo=timezone.utc)
@@ -201,3 +205,38 @@ def _command(warehouse, statement: str) -> None:
         warehouse.client.command(statement)
     else:
         warehouse.conn.execute(statement)
+
+
+@pytest.fixture(scope="module")
+def postgres_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LateStore]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("late-reads-pg")), warehouse_target="postgres")
+    catalog = parse_catalog(CATALOG, source="tests/test_late_usage_reads.py")
+    s = LateStore(settings, catalog, {}, {})
+    try:
+        load_inputs(settings, catalog, [])
+        s.load([_call("l-1", "sub_late", "2026-10-10T00:00:00Z"),
+                _call("l-2", "sub_late", "2026-10-31T23:59:00Z"),
+                _call("r-1", "sub_resend", "2026-10-31T23:58:00Z")], ingested_at="2026-11-01T00:02:00Z")
+        s.close("nov-1", "2026-11-01T00:05:00Z")
+        s.load([_call("l-3", "sub_late", "2026-10-20T00:00:00Z"),
+                _call("r-1", "sub_resend", "2026-10-31T23:58:00Z")], ingested_at="2026-11-03T10:00:00Z")
+        s.close("dec-1", "2026-12-01T00:05:00Z")
+        s.close("dec-2", "2026-12-02T00:05:00Z")
+        yield s
+    finally:
+        stop_ledger(settings)
+
+
+def test_postgres_bills_late_usage_once_by_ingestion_time_and_keeps_re_rating(postgres_store: LateStore) -> None:
+    s = postgres_store
+    assert _invoice(s.closes["nov-1"], "cus_late").total_cents == 1000 + 2 * 50
+    late = _invoice(s.closes["dec-1"], "cus_late")
+    assert [(f.units, f.amount_cents, f.period_start) for f in late.fees if f.kind == "adjustment"] == [
+        (1, 50, OCTOBER)
+    ]
+    assert [f for f in _invoice(s.closes["dec-1"], "cus_resend").fees if f.kind == "adjustment"] == []
+    assert all(row["events_through_block"] is None for row in s.billed())
+    # every October event was ingested after October ended: both periods are re-rated
+    # at every close, and bill nothing more
+    assert s.late_periods["dec-2"] == [("sub_late", OCTOBER), ("sub_resend", OCTOBER)]
+    assert s.closes["dec-2"].created == []
