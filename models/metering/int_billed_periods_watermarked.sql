@@ -4,15 +4,16 @@
 
     read_through_block (ClickHouse): the insert block up to which every event of the
     period is accounted for — its own invoice's (billed_fees.events_through_block), or
-    that of a later invoice of its customer, because the close that built that invoice
+    that of its customer's latest invoice when later, because the close that built it
     re-rated the period and billed any difference on it (the customer's latest invoice
     of a close carries its adjustments). Null where it is unknown: PostgreSQL, fees of an
     invoice a re-run found already finalized or billed before blocks were recorded, and
     a store whose events table was re-created since (its blocks are numbered anew). A
     table, because int_late_usage_periods reads it several times. -#}
 {%- set block_numbered = target.type != 'postgres' %}
+-- without FINAL: a fee mirrored twice is the same row, and only min / max read it here
 with billed_fees as (
-    select * from {{ source('billhouse', 'billed_fees') }} {{ 'final' if target.type in ('clickhouse', 'chdb') else '' }}
+    select * from {{ source('billhouse', 'billed_fees') }}
 ),
 
 subscriptions as (
@@ -67,13 +68,16 @@ period_reads as (
     group by external_subscription_id, period_start, period_end
 ),
 
+-- each customer's latest invoice with a known block: the close that issued it re-rated
+-- the customer's late periods billed before it (any later invoice would do; the latest
+-- read the most, and one row per customer keeps the join below one to one)
 customer_reads as (
     select
         external_customer_id,
-        issuing_date,
-        max(events_through_block) as events_through_block
+        max(issuing_date) as latest_issuing_date,
+        argMax(events_through_block, issuing_date) as events_through_block
     from billed_reads
-    group by external_customer_id, issuing_date
+    group by external_customer_id
 ),
 {%- endif %}
 
@@ -91,18 +95,14 @@ final as (
         plans.plan_interval as plan_interval,
         plans.amount_cents as plan_amount_cents,
         {%- if block_numbered %}
-        -- the period's own invoice read up to period_reads' block; a later invoice of the
-        -- customer, further (only for a period whose own block is known: its fees were
-        -- in billed_fees when the later invoice was built, so that close re-rated it)
+        -- the period's own invoice read up to period_reads' block; the customer's latest
+        -- invoice, if later, further (only for a period whose own block is known: its fees
+        -- were in billed_fees when the later invoice was built, so that close re-rated it)
         case
-            when max(period_reads.events_through_block) is null then null
-            else greatest(
-                max(period_reads.events_through_block),
-                coalesce(max(case
-                    when customer_reads.issuing_date > billed_periods.billed_issuing_date
-                        then customer_reads.events_through_block
-                end), 0)
-            )
+            when period_reads.events_through_block is null then null
+            when customer_reads.latest_issuing_date > billed_periods.billed_issuing_date
+                then greatest(period_reads.events_through_block, customer_reads.events_through_block)
+            else period_reads.events_through_block
         end as read_through_block
         {%- else %}
         cast(null as {{ dbt.type_bigint() }}) as read_through_block
@@ -126,12 +126,6 @@ final as (
     {% if billhouse.close_setting('close_timezone') %}
         and customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
     {% endif %}
-    {%- if block_numbered %}
-    group by
-        billed_periods.external_subscription_id, billed_periods.period_start, billed_periods.period_end,
-        billed_periods.billed_issuing_date, subscriptions.external_customer_id, subscriptions.plan_code,
-        customers.customer_name, customers.currency, customers.timezone, plans.plan_interval, plans.amount_cents
-    {%- endif %}
 )
 
 select * from final
