@@ -209,27 +209,28 @@ def mirror_billed_fees(
                 f"select fee_key from {BILLED_FEES_TABLE} where invoice_key in ({chunk})"
             )
         }
-    rows = [
-        {
-            "fee_key": fee.fee_key,
-            "adjusted_fee_key": fee.fee_key.split("/adjustment/", 1)[0],
-            "invoice_key": invoice.invoice_key,
-            "issuing_date": invoice.issuing_date,
-            "kind": fee.kind,
-            "external_subscription_id": fee.external_subscription_id or "",
-            "period_start": fee.period_start,
-            "period_end": fee.period_end,
-            "units": fee.units,
-            "precise_amount": fee.precise_amount,
-            "amount_cents": fee.amount_cents,
-            "events_through_block": read.through_block if read else None,
-            "events_table_uuid": read.table_uuid if read else None,
-        }
-        for invoice in invoices
-        for read in [events_read.get(invoice.invoice_key)]
-        for fee in invoice.fees
-        if fee.fee_key not in present
-    ]
+    rows = []
+    for invoice in invoices:
+        read = events_read.get(invoice.invoice_key)
+        rows += [
+            {
+                "fee_key": fee.fee_key,
+                "adjusted_fee_key": fee.fee_key.split("/adjustment/", 1)[0],
+                "invoice_key": invoice.invoice_key,
+                "issuing_date": invoice.issuing_date,
+                "kind": fee.kind,
+                "external_subscription_id": fee.external_subscription_id or "",
+                "period_start": fee.period_start,
+                "period_end": fee.period_end,
+                "units": fee.units,
+                "precise_amount": fee.precise_amount,
+                "amount_cents": fee.amount_cents,
+                "events_through_block": read.through_block if read else None,
+                "events_table_uuid": read.table_uuid if read else None,
+            }
+            for fee in invoice.fees
+            if fee.fee_key not in present
+        ]
     warehouse.insert_rows(BILLED_FEES, rows)
     return len(rows)
 

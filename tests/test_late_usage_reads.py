@@ -240,3 +240,28 @@ def test_postgres_bills_late_usage_once_by_ingestion_time_and_keeps_re_rating(po
     # at every close, and bill nothing more
     assert s.late_periods["dec-2"] == [("sub_late", OCTOBER), ("sub_resend", OCTOBER)]
     assert s.closes["dec-2"].created == []
+
+
+def test_a_re_run_records_no_block_for_a_customer_whose_latest_invoice_already_existed() -> None:
+    """The customer's latest invoice of a close carries its late adjustments: when a re-run
+    finds it already finalized (built from fewer events), none of that customer's
+    invoices gets a block; invoices found already finalized never do."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from billhouse.close import events_read_by_invoice
+    from invoicing.drafts import EventsRead
+
+    def invoice(key: str, customer: str, issued: str, created: bool) -> SimpleNamespace:
+        return SimpleNamespace(invoice_key=key, external_customer_id=customer, currency="EUR",
+                               issuing_date=date.fromisoformat(issued), created=created)
+
+    invoices = [
+        invoice("a/nov", "a", "2026-11-01", created=False),  # an earlier close's, found again
+        invoice("a/dec", "a", "2026-12-01", created=True),
+        invoice("b/nov", "b", "2026-11-15", created=True),
+        invoice("b/dec", "b", "2026-12-01", created=False),  # the re-run found it finalized
+    ]
+    read = EventsRead(7, "uuid")
+    drafts = [SimpleNamespace(invoice_key=i.invoice_key, events_read=read) for i in invoices]
+    assert events_read_by_invoice(drafts, invoices) == {"a/dec": read}
