@@ -333,8 +333,9 @@ BILLED_FEES = RawTable(
         ("precise_amount", DECIMAL),
         ("amount_cents", "Int64"),
         # The events the invoice was built from (ClickHouse): every event of the store's
-        # events table (this UUID) up to this insert block number. Null on PostgreSQL and
-        # for an invoice finalized by an earlier run of the close (int_late_usage_periods).
+        # events table (this UUID) up to this insert block number. Null on PostgreSQL, and
+        # for the invoices of a customer whose latest invoice of the close an earlier run
+        # had already finalized (billhouse.close.events_read_by_invoice).
         ("events_through_block", "Nullable(Int64)"),
         ("events_table_uuid", "Nullable(String)"),
     ),

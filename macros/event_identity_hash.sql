@@ -58,24 +58,3 @@
     )
 {%- endmacro %}
 
-
-{#- The insert block that stored a raw event row: ClickHouse numbers them, and the numbers
-    only grow (raw_tables.EVENTS, enable_block_number_column); elsewhere null. -#}
-{% macro raw_event_block_number() -%}
-    {{ return(adapter.dispatch('raw_event_block_number', 'billhouse')()) }}
-{%- endmacro %}
-
-{% macro default__raw_event_block_number() -%}
-    cast(null as {{ dbt.type_bigint() }})
-{%- endmacro %}
-
-{% macro clickhouse__raw_event_block_number() -%}
-    _block_number
-{%- endmacro %}
-
-
-{#- ClickHouse: the UUID of the raw events table, as a scalar subquery. Block numbers
-    count per table: a re-created table (another UUID) numbers its blocks anew. -#}
-{% macro events_table_uuid() -%}
-    (select toString(uuid) from system.tables where database = '{{ var('raw_schema') }}' and name = 'events')
-{%- endmacro %}

@@ -35,12 +35,9 @@
         (its markers, copies = 0). Events loaded after that scan may be resends it does not
         list yet, so they count as watermark-new again in the next build, once indexed. -#}
     {%- set current = run_query(
-        "with (select toString(uuid) from system.tables where database = '" ~ raw_events.schema
-        ~ "' and name = '" ~ raw_events.identifier ~ "') as table_uuid"
-        ~ " select"
-        ~ " toString((select max(scanned_through_block) from " ~ duplicated_relation
-        ~ " where copies = 0 and events_table_uuid = table_uuid)) as through_block,"
-        ~ " table_uuid as events_table_uuid,"
+        "select"
+        ~ " toString(" ~ billhouse.events_read_through_block(duplicated_relation) ~ ") as through_block,"
+        ~ " " ~ billhouse.events_table_uuid() ~ " as events_table_uuid,"
         ~ " toString(cityHash64("
         ~ "(select arraySort(groupArray((billable_metric_code, aggregation_type, coalesce(field_name, ''))))"
         ~ " from " ~ metrics_relation ~ "),"

@@ -16,17 +16,6 @@ currencies as (
     select * from {{ ref('currencies') }}
 ),
 
-{%- if target.type != 'postgres' %}
-events_read as (
-    select
-        cast(max(scanned_through_block) as Nullable(Int64)) as through_block,
-        cast(any(events_table_uuid) as Nullable(String)) as table_uuid
-    from {{ ref('int_event_identities_duplicated') }}
-    where copies = 0
-        and events_table_uuid = {{ billhouse.events_table_uuid() }}
-),
-{%- endif %}
-
 totals as (
     select
         invoice_key,
@@ -55,8 +44,9 @@ final as (
         totals.sub_total_cents as sub_total_cents,
         totals.sub_total_cents as total_cents,
         {%- if target.type != 'postgres' %}
-        events_read.through_block as events_through_block,
-        events_read.table_uuid as events_table_uuid
+        cast({{ billhouse.events_read_through_block(ref('int_event_identities_duplicated')) }} as Nullable(Int64))
+            as events_through_block,
+        cast({{ billhouse.events_table_uuid() }} as Nullable(String)) as events_table_uuid
         {%- else %}
         cast(null as bigint) as events_through_block,
         cast(null as text) as events_table_uuid
@@ -66,9 +56,6 @@ final as (
         on totals.external_customer_id = customers.external_customer_id
     inner join currencies
         on totals.currency = currencies.currency
-    {%- if target.type != 'postgres' %}
-    cross join events_read
-    {%- endif %}
 )
 
 select * from final

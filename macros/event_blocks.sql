@@ -1,0 +1,32 @@
+{#- Insert blocks of the raw events (ClickHouse): each row keeps the number of the insert
+    block that stored it (raw_tables.EVENTS, enable_block_number_column), and the numbers
+    only grow within one events table. How far a build has read is the duplicate index's
+    marker (int_event_identities_duplicated, rows with copies = 0). -#}
+
+{#- The insert block that stored a raw event row; elsewhere null. -#}
+{% macro raw_event_block_number() -%}
+    {{ return(adapter.dispatch('raw_event_block_number', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__raw_event_block_number() -%}
+    cast(null as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{% macro clickhouse__raw_event_block_number() -%}
+    _block_number
+{%- endmacro %}
+
+
+{#- ClickHouse: the UUID of the raw events table, as a scalar subquery. Block numbers
+    count per table: a re-created table (another UUID) numbers its blocks anew. -#}
+{% macro events_table_uuid() -%}
+    (select toString(uuid) from system.tables where database = '{{ var('raw_schema') }}' and name = 'events')
+{%- endmacro %}
+
+
+{#- ClickHouse: the block up to which the latest build of the duplicate index read the
+    current events table (0 before any), as a scalar subquery. -#}
+{% macro events_read_through_block(duplicated_relation) -%}
+    (select max(scanned_through_block) from {{ duplicated_relation }}
+        where copies = 0 and events_table_uuid = {{ billhouse.events_table_uuid() }})
+{%- endmacro %}
