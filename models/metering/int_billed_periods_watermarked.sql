@@ -1,6 +1,9 @@
 {#- The invoiced usage periods a close checks for late events: one row per subscription
     and charge period on a finalized invoice (the ledger's fees, mirrored in billed_fees)
-    that ended by the close, with what its customer's invoices were built from.
+    that ended by the close (of its timezone's customers, for a one-timezone close), with
+    what its customer's invoices were built from. Narrow on purpose: it holds every
+    period ever invoiced, and int_late_usage_periods adds the customer and plan to the
+    few that are late.
 
     read_through_block (ClickHouse): the insert block up to which every event of the
     period is accounted for — its own invoice's (billed_fees.events_through_block), or
@@ -20,64 +23,92 @@ subscriptions as (
     select * from {{ ref('stg_billhouse__subscriptions') }}
 ),
 
-plans as (
-    select * from {{ ref('stg_billhouse__plans') }}
-),
-
 customers as (
     select * from {{ ref('stg_billhouse__customers') }}
 ),
 
-billed_periods as (
+-- each fee with the block its invoice read up to, where that counts: this events
+-- table's (a re-created table numbers its blocks anew)
+fees as (
     select
         billed_fees.external_subscription_id as external_subscription_id,
         billed_fees.period_start as period_start,
         billed_fees.period_end as period_end,
-        min(billed_fees.issuing_date) as billed_issuing_date
+        billed_fees.kind as kind,
+        billed_fees.issuing_date as issuing_date,
+        {%- if block_numbered %}
+        case
+            when billed_fees.events_table_uuid = {{ billhouse.events_table_uuid() }}
+                then billed_fees.events_through_block
+        end as events_through_block
+        {%- else %}
+        cast(null as {{ dbt.type_bigint() }}) as events_through_block
+        {%- endif %}
     from billed_fees
-    where billed_fees.kind = 'charge'
-    group by billed_fees.external_subscription_id, billed_fees.period_start, billed_fees.period_end
+),
+
+-- the periods with charges, each with the first invoice that billed them and the
+-- furthest block any of their invoices (adjustments included) read
+billed_periods as (
+    select
+        fees.external_subscription_id as external_subscription_id,
+        fees.period_start as period_start,
+        fees.period_end as period_end,
+        min(case when fees.kind = 'charge' then fees.issuing_date end) as billed_issuing_date,
+        max(fees.events_through_block) as events_through_block
+    from fees
+    where fees.period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
+    {%- if billhouse.close_setting('close_timezone') %}
+        and fees.external_subscription_id in (
+            select subscriptions.external_subscription_id
+            from subscriptions
+            inner join customers
+                on subscriptions.external_customer_id = customers.external_customer_id
+            where customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
+        )
+    {%- endif %}
+    group by fees.external_subscription_id, fees.period_start, fees.period_end
+    having min(case when fees.kind = 'charge' then fees.issuing_date end) is not null
 ),
 
 {%- if block_numbered %}
 
--- the block each finalized invoice read up to, for this events table only (a re-created
--- table numbers its blocks anew), with the invoice's customer
-billed_reads as (
+-- each customer's latest invoice with a known block (the latest issuing date; of two
+-- such invoices, the one that read further): the close that issued it re-rated the
+-- customer's late periods billed before it. Per subscription first, then per customer,
+-- then back on each subscription, so the periods join one row each.
+subscription_reads as (
     select
-        billed_fees.external_subscription_id as external_subscription_id,
-        billed_fees.period_start as period_start,
-        billed_fees.period_end as period_end,
-        billed_fees.issuing_date as issuing_date,
-        subscriptions.external_customer_id as external_customer_id,
-        billed_fees.events_through_block as events_through_block
-    from billed_fees
-    inner join subscriptions
-        on billed_fees.external_subscription_id = subscriptions.external_subscription_id
-    where billed_fees.events_through_block is not null
-        and billed_fees.events_table_uuid = {{ billhouse.events_table_uuid() }}
+        fees.external_subscription_id as external_subscription_id,
+        max(fees.issuing_date) as latest_issuing_date,
+        argMax(fees.events_through_block, tuple(fees.issuing_date, fees.events_through_block)) as events_through_block
+    from fees
+    where fees.events_through_block is not null
+    group by fees.external_subscription_id
 ),
 
-period_reads as (
-    select
-        external_subscription_id,
-        period_start,
-        period_end,
-        max(events_through_block) as events_through_block
-    from billed_reads
-    group by external_subscription_id, period_start, period_end
-),
-
--- each customer's latest invoice with a known block: the close that issued it re-rated
--- the customer's late periods billed before it (any later invoice would do; the latest
--- read the most, and one row per customer keeps the join below one to one)
 customer_reads as (
     select
-        external_customer_id,
-        max(issuing_date) as latest_issuing_date,
-        argMax(events_through_block, issuing_date) as events_through_block
-    from billed_reads
-    group by external_customer_id
+        subscriptions.external_customer_id as external_customer_id,
+        max(subscription_reads.latest_issuing_date) as latest_issuing_date,
+        argMax(
+            subscription_reads.events_through_block,
+            tuple(subscription_reads.latest_issuing_date, subscription_reads.events_through_block)
+        ) as events_through_block
+    from subscription_reads
+    inner join subscriptions
+        on subscription_reads.external_subscription_id = subscriptions.external_subscription_id
+    group by subscriptions.external_customer_id
+),
+
+customer_reads_by_subscription as (
+    select
+        subscriptions.external_subscription_id as external_subscription_id,
+        customer_reads.latest_issuing_date as latest_issuing_date,
+        customer_reads.events_through_block as events_through_block
+    from subscriptions
+    inner join customer_reads
+        on subscriptions.external_customer_id = customer_reads.external_customer_id
 ),
 {%- endif %}
 
@@ -87,45 +118,24 @@ final as (
         billed_periods.period_start as period_start,
         billed_periods.period_end as period_end,
         billed_periods.billed_issuing_date as billed_issuing_date,
-        subscriptions.external_customer_id as external_customer_id,
-        subscriptions.plan_code as plan_code,
-        customers.customer_name as customer_name,
-        customers.currency as currency,
-        customers.timezone as timezone,
-        plans.plan_interval as plan_interval,
-        plans.amount_cents as plan_amount_cents,
         {%- if block_numbered %}
-        -- the period's own invoice read up to period_reads' block; the customer's latest
-        -- invoice, if later, further (only for a period whose own block is known: its fees
-        -- were in billed_fees when the later invoice was built, so that close re-rated it)
+        -- the period's own invoices read up to its block; the customer's latest invoice,
+        -- if later, further (only for a period whose own block is known: its fees were in
+        -- billed_fees when the later invoice was built, so that close re-rated it)
         case
-            when period_reads.events_through_block is null then null
-            when customer_reads.latest_issuing_date > billed_periods.billed_issuing_date
-                then greatest(period_reads.events_through_block, customer_reads.events_through_block)
-            else period_reads.events_through_block
+            when billed_periods.events_through_block is null then null
+            when customer_reads_by_subscription.latest_issuing_date > billed_periods.billed_issuing_date
+                then greatest(billed_periods.events_through_block, customer_reads_by_subscription.events_through_block)
+            else billed_periods.events_through_block
         end as read_through_block
         {%- else %}
-        cast(null as {{ dbt.type_bigint() }}) as read_through_block
+        billed_periods.events_through_block as read_through_block
         {%- endif %}
     from billed_periods
-    inner join subscriptions
-        on billed_periods.external_subscription_id = subscriptions.external_subscription_id
-    inner join plans
-        on subscriptions.plan_code = plans.plan_code
-    inner join customers
-        on subscriptions.external_customer_id = customers.external_customer_id
     {%- if block_numbered %}
-    left join period_reads
-        on billed_periods.external_subscription_id = period_reads.external_subscription_id
-        and billed_periods.period_start = period_reads.period_start
-        and billed_periods.period_end = period_reads.period_end
-    left join customer_reads
-        on subscriptions.external_customer_id = customer_reads.external_customer_id
+    left join customer_reads_by_subscription
+        on billed_periods.external_subscription_id = customer_reads_by_subscription.external_subscription_id
     {%- endif %}
-    where billed_periods.period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
-    {% if billhouse.close_setting('close_timezone') %}
-        and customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
-    {% endif %}
 )
 
 select * from final

@@ -17,6 +17,18 @@ events as (
     select * from {{ ref('stg_billhouse__events') }}
 ),
 
+subscriptions as (
+    select * from {{ ref('stg_billhouse__subscriptions') }}
+),
+
+plans as (
+    select * from {{ ref('stg_billhouse__plans') }}
+),
+
+customers as (
+    select * from {{ ref('stg_billhouse__customers') }}
+),
+
 late_events as (
     select distinct
         events.external_subscription_id as external_subscription_id,
@@ -51,16 +63,16 @@ final as (
     select
         concat(
             billed_periods.external_subscription_id, '/',
-            cast({{ billhouse.local_date('billed_periods.period_start', 'billed_periods.timezone') }} as {{ dbt.type_string() }})
+            cast({{ billhouse.local_date('billed_periods.period_start', 'customers.timezone') }} as {{ dbt.type_string() }})
         ) as subscription_period_key,
         billed_periods.external_subscription_id as external_subscription_id,
-        billed_periods.external_customer_id as external_customer_id,
-        billed_periods.customer_name as customer_name,
-        billed_periods.plan_code as plan_code,
-        billed_periods.plan_interval as plan_interval,
-        billed_periods.plan_amount_cents as plan_amount_cents,
-        billed_periods.currency as currency,
-        billed_periods.timezone as timezone,
+        subscriptions.external_customer_id as external_customer_id,
+        customers.customer_name as customer_name,
+        subscriptions.plan_code as plan_code,
+        plans.plan_interval as plan_interval,
+        plans.amount_cents as plan_amount_cents,
+        customers.currency as currency,
+        customers.timezone as timezone,
         cast(-1 as {{ dbt.type_int() }}) as period_index,
         billed_periods.period_start as period_start,
         billed_periods.period_end as period_end,
@@ -69,6 +81,12 @@ final as (
     inner join late_events
         on billed_periods.external_subscription_id = late_events.external_subscription_id
         and billed_periods.period_start = late_events.period_start
+    inner join subscriptions
+        on billed_periods.external_subscription_id = subscriptions.external_subscription_id
+    inner join plans
+        on subscriptions.plan_code = plans.plan_code
+    inner join customers
+        on subscriptions.external_customer_id = customers.external_customer_id
 )
 
 select * from final
