@@ -1,17 +1,25 @@
-"""Run the dbt project as the stock ``dbt`` CLI, in a subprocess.
+"""Run the dbt project with dbt's programmatic runner, in this process.
 
-A subprocess (not dbt's in-process runner) on purpose: it is how dagster-dbt runs dbt,
-and it makes the chDB store's one-process rule explicit — the caller must not have the
-store open while dbt runs; ``run_dbt`` holds the store lock for dbt (billhouse/store_lock.py),
-so other billhouse steps wait for it.
+In-process because a close invokes dbt twice (the billing build, then the finance
+marts after finalization) and a process that closes again (the test suite, a backfill)
+many times: importing dbt costs about 2 s, which a ``dbt`` subprocess pays at every
+invocation (docs/performance.md). dbt then owns the store as any billhouse step does:
+``run_dbt`` holds the store lock while it runs (billhouse/store_lock.py), and dbt closes
+its chDB connection when the invocation ends. The Dagster close runs the same build
+through dagster-dbt's ``dbt`` subprocess (orchestration/definitions.py).
+
+dbt's runner is not safe to call from two threads at once: invocations are serialized.
+One process may run dbt on several stores in turn (the tests do): the chdb adapter checks
+each store's schema exists, where dbt-clickhouse checks once per process
+(adapters/dbt-chdb/dbt/adapters/chdb/client.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -45,14 +53,17 @@ class DbtResult:
 
 
 def dbt_executable() -> str:
+    """The ``dbt`` CLI of this environment (dagster-dbt starts it)."""
     candidate = Path(sys.executable).with_name("dbt")
     return str(candidate) if candidate.exists() else "dbt"
 
 
-def dbt_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env["BILLHOUSE_CHDB_PATH"] = str(settings.chdb_path)
-    env["BILLHOUSE_TARGET"] = settings.warehouse_target
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """The environment variables profiles.yml reads to reach this store's warehouse."""
+    env = {
+        "BILLHOUSE_CHDB_PATH": str(settings.chdb_path),
+        "BILLHOUSE_TARGET": settings.warehouse_target,
+    }
     if settings.warehouse_target == "postgres":
         from psycopg.conninfo import conninfo_to_dict
 
@@ -65,7 +76,8 @@ def dbt_env(settings: Settings) -> dict[str, str]:
         env["BILLHOUSE_PG_USER"] = str(params.get("user") or "postgres")
         env["BILLHOUSE_PG_PASSWORD"] = str(params.get("password") or "")
         env["BILLHOUSE_PG_DATABASE"] = str(params["dbname"])
-    env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    if "DBT_SEND_ANONYMOUS_USAGE_STATS" not in os.environ:
+        env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
     return env
 
 
@@ -102,20 +114,28 @@ def apply_close_settings(env: dict[str, str], settings_environment: Mapping[str,
 
 
 @contextmanager
+def patched_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` while the block runs (an empty value removes the
+    variable), then put back what was there."""
+    saved = {name: os.environ.get(name) for name in values}
+    apply_close_settings(os.environ, values)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
 def close_settings_environment(variables: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
     """For runners that start dbt from this process's environment (dagster-dbt): set the
     close settings in ``os.environ`` while the block runs; yield the remaining dbt vars."""
     settings_environment, remaining = split_variables(variables)
-    saved = {env_name: os.environ.get(env_name) for env_name in settings_environment}
-    apply_close_settings(os.environ, settings_environment)  # type: ignore[arg-type]
-    try:
+    with patched_environment(settings_environment):
         yield remaining
-    finally:
-        for env_name, value in saved.items():
-            if value is None:
-                os.environ.pop(env_name, None)
-            else:
-                os.environ[env_name] = value
 
 
 def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
@@ -125,13 +145,18 @@ def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
     return store_lock(settings.data_dir)
 
 
+# one dbt invocation at a time in this process (dbt keeps its state in globals)
+_DBT_INVOCATION = threading.Lock()
+
+
 def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | None = None) -> DbtResult:
     """Run ``dbt <args>`` on this project; raise DbtRunError with the failures on error.
     The close settings among ``variables`` go to dbt as environment variables, the rest
-    as ``--vars``."""
+    as ``--vars``. The result's output holds the messages dbt would have printed (its
+    debug messages too with ``--debug``); dbt prints nothing itself."""
+    from dbt.cli.main import dbtRunner
+
     settings_environment, variables = split_variables(variables)
-    env = dbt_env(settings)
-    apply_close_settings(env, settings_environment)
     command = [
         *args,
         "--project-dir", str(PROJECT_DIR),
@@ -141,15 +166,23 @@ def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | Non
     ]
     if variables:
         command += ["--vars", json.dumps(variables)]
-    with store_lock_of(settings):
-        completed = subprocess.run(
-            [dbt_executable(), *command],
-            cwd=PROJECT_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
+    printed_levels = {"info", "warn", "error"} | ({"debug"} if "--debug" in args else set())
+    lines: list[str] = []
+
+    def keep_message(event: Any) -> None:
+        if event.info.level in printed_levels:
+            lines.append(event.info.msg)
+
+    with _DBT_INVOCATION, store_lock_of(settings), patched_environment(
+        {**dbt_environment(settings), **settings_environment}
+    ):
+        # nothing on the console (the messages reach the callback); the log file as before
+        outcome = dbtRunner(callbacks=[keep_message]).invoke(
+            [*command, "--log-level", "none", "--log-level-file", "debug"]
         )
-    output = completed.stdout + completed.stderr
-    if completed.returncode != 0:
+    if outcome.exception is not None:
+        lines.append(f"Exception: {outcome.exception}")
+    output = "\n".join(lines)
+    if not outcome.success:
         raise DbtRunError(command, output)
     return DbtResult(command, output)

@@ -62,7 +62,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from billhouse.close import close_variables, finish_close
 from billhouse.errors import BillhouseError
-from billhouse.dbt_runner import close_settings_environment, dbt_env, dbt_executable, run_dbt, store_lock_of
+from billhouse.dbt_runner import close_settings_environment, dbt_environment, dbt_executable, run_dbt, store_lock_of
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
@@ -213,9 +213,8 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
     """The Definitions on the store of ``settings``; ``clock`` is the close clock's time
     (tests pass a fixed instant)."""
     settings = settings or Settings.from_env()
-    for name, value in dbt_env(settings).items():  # the dbt subprocess finds the store
-        if name.startswith(("BILLHOUSE_", "DBT_")):
-            os.environ.setdefault(name, value)
+    for name, value in dbt_environment(settings).items():  # the dbt subprocess finds the store
+        os.environ.setdefault(name, value)
     manifest_path = settings.dbt_target_dir / "manifest.json"
     if not manifest_path.exists():
         with open_warehouse(settings):

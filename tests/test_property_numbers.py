@@ -130,12 +130,9 @@ def _read_by_the_macros(stores: dict[str, Settings]) -> dict[str, list[Decimal |
         with open_warehouse(settings):
             pass  # the raw tables exist
         run_dbt(settings, ["run", "--select", "stg_billhouse__events"])
-        shown = run_dbt(settings, ["show", "--inline", inline, "--limit", "-1", "--output", "json", "--log-format", "json"])
-        rows = next(
-            json.loads(line)["data"]["preview"] for line in shown.output.splitlines()
-            if line.startswith("{") and "preview" in json.loads(line).get("data", {})
-        )
-        rows = json.loads(rows) if isinstance(rows, str) else rows
+        shown = run_dbt(settings, ["show", "--inline", inline, "--limit", "-1", "--output", "json"])
+        # the preview is the output's last message: {"show": [rows]}, over several lines
+        rows = json.loads(shown.output[shown.output.rindex("\n{\n") + 1:])["show"]
         readings[f"{name} event_number"] = _decimals(rows, "stored")
         readings[f"{name} property_decimal"] = _decimals(rows, "json_read")
     return readings

@@ -3,6 +3,7 @@
 import os
 
 import clickhouse_connect
+from dbt.adapters.clickhouse import dbclient
 from dbt.adapters.clickhouse.httpclient import ChHttpClient
 
 from dbt.adapters.chdb.credentials import ChdbCredentials
@@ -20,3 +21,11 @@ class ChdbClient(ChHttpClient):
             path=credentials.path,
             settings=settings,
         )
+
+    def _ensure_database(self, database_engine, cluster_name) -> None:
+        # dbt-clickhouse checks that the schema's database exists once per process (one
+        # server per process); each chDB data directory is a server of its own, and
+        # billhouse runs dbt on several in one process (billhouse/dbt_runner.py).
+        with dbclient._database_lock:
+            dbclient._ensured_databases.discard(self.database)
+        super()._ensure_database(database_engine, cluster_name)
