@@ -1,8 +1,11 @@
-"""How a close's settings reach dbt: environment variables (partial parsing), not --vars."""
+"""How dbt runs: in this process, one store at a time, with a close's settings as
+environment variables (partial parsing), not --vars."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,3 +58,26 @@ def test_a_new_close_window_reuses_the_parsed_project_and_still_applies(tmp_path
     periods = (compiled / "int_billing_periods.sql").read_text()
     assert "'2026-11-02T05:00:00Z'" in periods and "'2026-11-03T05:00:00Z'" in periods
     assert "customers.timezone = 'America/New_York'" in (compiled / "int_subscription_periods.sql").read_text()
+
+
+def test_dbt_runs_in_this_process_on_each_store_in_turn_and_leaves_it_free(tmp_path: Path) -> None:
+    """run_dbt runs dbt in the calling process: on one store, then another, then the first
+    again (dbt-clickhouse alone would skip creating the second store's schema); the
+    environment it set for dbt is put back; and another process opens the store after."""
+    first, second = Settings(data_dir=tmp_path / "first"), Settings(data_dir=tmp_path / "second")
+    path_before = os.environ.get("BILLHOUSE_CHDB_PATH")
+    for settings in (first, second, first):
+        with open_warehouse(settings):
+            pass  # the raw tables (dbt sources) exist
+        assert run_dbt(settings, ["run", "--select", "stg_billhouse__plans"]).summary.startswith("PASS=1 ")
+        with open_warehouse(settings) as warehouse:
+            assert warehouse.query("select name from system.tables where database = 'billhouse'") == [
+                {"name": "stg_billhouse__plans"}
+            ]
+    assert os.environ.get("BILLHOUSE_CHDB_PATH") == path_before
+    other_process = subprocess.run(
+        [sys.executable, "-c", "import sys, chdb; print(chdb.connect(sys.argv[1]).query("
+         "\"select count() from system.tables where database = 'billhouse'\", 'CSV'))", str(first.chdb_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert (other_process.returncode, other_process.stdout.strip()) == (0, "1"), other_process.stderr[-500:]
