@@ -1,8 +1,8 @@
 """The embedded ClickHouse store (chDB): the raw tables and what the close reads back.
 
 chDB admits one process per data directory, so a ``Warehouse`` is opened for a short
-step and closed before dbt (a subprocess) takes the store; ``open_warehouse`` is the
-only way in. dbt itself reaches the same directory through the ``chdb`` adapter.
+step and closed before dbt takes the store (billhouse/dbt_runner.py); ``open_warehouse``
+is the only way in. dbt itself reaches the same directory through the ``chdb`` adapter.
 """
 
 from __future__ import annotations
