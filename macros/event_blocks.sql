@@ -3,6 +3,20 @@
     only grow within one events table. How far a build has read is the duplicate index's
     marker (int_event_identities_duplicated, rows with copies = 0). -#}
 
+{#- Whether the raw events carry the insert block that stored them (ClickHouse). -#}
+{% macro events_have_block_numbers() -%}
+    {{ return(adapter.dispatch('events_have_block_numbers', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__events_have_block_numbers() -%}
+    {{ return(false) }}
+{%- endmacro %}
+
+{% macro clickhouse__events_have_block_numbers() -%}
+    {{ return(true) }}
+{%- endmacro %}
+
+
 {#- The insert block that stored a raw event row; elsewhere null. -#}
 {% macro raw_event_block_number() -%}
     {{ return(adapter.dispatch('raw_event_block_number', 'billhouse')()) }}

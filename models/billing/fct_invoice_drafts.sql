@@ -43,7 +43,7 @@ final as (
         totals.fee_count as fee_count,
         totals.sub_total_cents as sub_total_cents,
         totals.sub_total_cents as total_cents,
-        {%- if target.type != 'postgres' %}
+        {%- if billhouse.events_have_block_numbers() %}
         cast({{ billhouse.events_read_through_block(ref('int_event_identities_duplicated')) }} as Nullable(Int64))
             as events_through_block,
         cast({{ billhouse.events_table_uuid() }} as Nullable(String)) as events_table_uuid

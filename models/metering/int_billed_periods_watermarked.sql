@@ -13,7 +13,7 @@
     invoice a re-run found already finalized or billed before blocks were recorded, and
     a store whose events table was re-created since (its blocks are numbered anew). A
     table, because int_late_usage_periods reads it several times. -#}
-{%- set block_numbered = target.type != 'postgres' %}
+{%- set block_numbered = billhouse.events_have_block_numbers() %}
 -- without FINAL: a fee mirrored twice is the same row, and only min / max read it here
 with billed_fees as (
     select * from {{ source('billhouse', 'billed_fees') }}

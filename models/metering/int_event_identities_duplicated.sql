@@ -14,7 +14,7 @@
     take the rows with copies > 1 as a set. PostgreSQL rebuilds the list each time.
 -#}
 {{ config(materialized=('table' if target.type == 'postgres' else 'incremental')) }}
-{%- set block_numbered = target.type != 'postgres' %}
+{%- set block_numbered = billhouse.events_have_block_numbers() %}
 {#- read at compile time, once: how far the store goes now and where the previous build
     stopped (nothing inserts while the close owns the store) -#}
 {%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}

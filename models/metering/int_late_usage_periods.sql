@@ -42,7 +42,7 @@ late_events as (
             (billed_periods.read_through_block is not null and events.block_number > billed_periods.read_through_block)
             or (billed_periods.read_through_block is null and events.ingested_at > billed_periods.period_end)
         )
-        {%- if target.type == 'postgres' %}
+        {%- if not billhouse.events_have_block_numbers() %}
         -- the subscriptions with billed periods only
         and events.external_subscription_id in (select external_subscription_id from billed_periods)
         {%- endif %}
