@@ -103,23 +103,17 @@ def split_variables(variables: Mapping[str, Any] | None) -> tuple[dict[str, str]
     return environment, remaining
 
 
-def apply_close_settings(env: dict[str, str], settings_environment: Mapping[str, str]) -> None:
-    """Put the given close settings into ``env`` and remove the others (an empty value
-    means "not given": the dbt var applies)."""
-    for env_name, value in settings_environment.items():
-        if value:
-            env[env_name] = value
-        else:
-            env.pop(env_name, None)
-
-
 @contextmanager
 def patched_environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` while the block runs (an empty value removes the
-    variable), then put back what was there."""
+    """Set ``values`` in ``os.environ`` while the block runs, then put back what was there.
+    An empty value removes the variable (a close setting not given: the dbt var applies)."""
     saved = {name: os.environ.get(name) for name in values}
-    apply_close_settings(os.environ, values)  # type: ignore[arg-type]
     try:
+        for name, value in values.items():
+            if value:
+                os.environ[name] = value
+            else:
+                os.environ.pop(name, None)
         yield
     finally:
         for name, value in saved.items():
