@@ -174,9 +174,11 @@ def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | Non
         outcome = dbtRunner(callbacks=[keep_message]).invoke(
             [*command, "--log-level", "none", "--log-level-file", "debug"]
         )
-    if outcome.exception is not None:
-        lines.append(f"Exception: {outcome.exception}")
     output = "\n".join(lines)
+    # an error dbt raised without reporting it as a message (a bad --vars, say); the
+    # others it has reported already
+    if outcome.exception is not None and str(outcome.exception) not in output:
+        output += f"\nException: {outcome.exception}"
     if not outcome.success:
         raise DbtRunError(command, output)
     return DbtResult(command, output)
