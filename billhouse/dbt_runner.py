@@ -5,8 +5,8 @@ marts after finalization) and a process that closes again (the test suite, a bac
 many times: importing dbt costs about 2 s, which a ``dbt`` subprocess pays at every
 invocation (docs/performance.md). dbt then owns the store as any billhouse step does:
 ``run_dbt`` holds the store lock while it runs (billhouse/store_lock.py), and dbt closes
-its chDB connection when the invocation ends. The Dagster close runs the same build
-through dagster-dbt's ``dbt`` subprocess (orchestration/definitions.py).
+its chDB connection when the invocation ends. The Dagster close runs its billing build
+here too, and turns dbt's result events into Dagster events (orchestration/dbt_build.py).
 
 dbt's runner is not safe to call from two threads at once: invocations are serialized.
 One process may run dbt on several stores in turn (the tests do): the chdb adapter checks
@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from billhouse.errors import BillhouseError
@@ -50,12 +48,6 @@ class DbtResult:
     def summary(self) -> str:
         lines = [line for line in self.output.splitlines() if "Done. PASS=" in line]
         return lines[-1].split("Done. ", 1)[-1] if lines else ""
-
-
-def dbt_executable() -> str:
-    """The ``dbt`` CLI of this environment (dagster-dbt starts it)."""
-    candidate = Path(sys.executable).with_name("dbt")
-    return str(candidate) if candidate.exists() else "dbt"
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
@@ -123,15 +115,6 @@ def patched_environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-@contextmanager
-def close_settings_environment(variables: Mapping[str, Any] | None) -> Iterator[dict[str, Any]]:
-    """For runners that start dbt from this process's environment (dagster-dbt): set the
-    close settings in ``os.environ`` while the block runs; yield the remaining dbt vars."""
-    settings_environment, remaining = split_variables(variables)
-    with patched_environment(settings_environment):
-        yield remaining
-
-
 def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
     """The embedded store's lock while dbt runs on it (nothing for PostgreSQL)."""
     if settings.warehouse_target == "postgres":
@@ -143,11 +126,17 @@ def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
 _DBT_INVOCATION = threading.Lock()
 
 
-def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | None = None) -> DbtResult:
+def run_dbt(
+    settings: Settings,
+    args: list[str],
+    variables: dict[str, Any] | None = None,
+    on_event: Callable[[Any], None] | None = None,
+) -> DbtResult:
     """Run ``dbt <args>`` on this project; raise DbtRunError with the failures on error.
     The close settings among ``variables`` go to dbt as environment variables, the rest
     as ``--vars``. The result's output holds the messages dbt would have printed (its
-    debug messages too with ``--debug``); dbt prints nothing itself."""
+    debug messages too with ``--debug``); dbt prints nothing itself. ``on_event`` receives
+    every event dbt fires (a protobuf ``EventMsg``), from dbt's threads."""
     from dbt.cli.main import dbtRunner
 
     settings_environment, variables = split_variables(variables)
@@ -171,7 +160,8 @@ def run_dbt(settings: Settings, args: list[str], variables: dict[str, Any] | Non
         {**dbt_environment(settings), **settings_environment}
     ):
         # nothing on the console (the messages reach the callback); the log file as before
-        outcome = dbtRunner(callbacks=[keep_message]).invoke(
+        callbacks = [keep_message, *([on_event] if on_event else [])]
+        outcome = dbtRunner(callbacks=callbacks).invoke(
             [*command, "--log-level", "none", "--log-level-file", "debug"]
         )
     output = "\n".join(lines)

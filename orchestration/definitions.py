@@ -1,7 +1,7 @@
 """Dagster definitions: the billing close as assets, (day × timezone) partitions and the
 close-clock sensor.
 
-The dbt billing models are assets (dagster-dbt, over the manifest, chdb target, the
+The dbt billing models are assets (dagster-dbt, over the manifest, the
 project's `close` selector — every billing model, with the invoice drafts' data tests as
 asset checks; the other tests run in CI; the finance marts are refreshed by the invoices
 step after finalization, as in the CLI close); the invoices
@@ -21,16 +21,16 @@ nothing twice (the ledger is idempotent by invoice key). Partitions exist up to 
 current UTC day (end_offset=1, for timezones ahead of UTC); closing a day that has not
 ended in its timezone is refused.
 
-chDB admits one process per store: the assets open the warehouse only around dbt (which
-runs as a subprocess), never while it runs, and hold the store lock (billhouse/store_lock.py)
-for dbt, so a billhouse step that needs the store meanwhile waits for it; the sensor
+The billing build runs dbt in the step's process (orchestration/dbt_build.py), as the CLI
+close does. chDB admits one process per store: the assets open the warehouse only around
+dbt, never while it runs, and dbt holds the store lock (billhouse/store_lock.py) while it
+runs, so a billhouse step that needs the store meanwhile waits for it; the sensor
 opens the store for one query without waiting, and skips its tick (SkipReason, no retry)
 while a run is in progress or the store is held — the next tick requests whatever came
 due meanwhile.
 """
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -58,14 +58,15 @@ from dagster import (
     define_asset_job,
     sensor,
 )
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import dbt_assets
 
 from billhouse.close import close_variables, finish_close
 from billhouse.errors import BillhouseError
-from billhouse.dbt_runner import close_settings_environment, dbt_environment, dbt_executable, run_dbt, store_lock_of
-from billhouse.settings import PROJECT_DIR, Settings
+from billhouse.dbt_runner import run_dbt
+from billhouse.settings import Settings
 from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
+from orchestration.dbt_build import dbt_build_events
 
 PARTITIONS_START = "2024-01-01"
 TIMEZONE_PARTITIONS = DynamicPartitionsDefinition(name="customer_timezone")
@@ -213,8 +214,6 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
     """The Definitions on the store of ``settings``; ``clock`` is the close clock's time
     (tests pass a fixed instant)."""
     settings = settings or Settings.from_env()
-    for name, value in dbt_environment(settings).items():  # the dbt subprocess finds the store
-        os.environ.setdefault(name, value)
     manifest_path = settings.dbt_target_dir / "manifest.json"
     if not manifest_path.exists():
         with open_warehouse(settings):
@@ -229,20 +228,13 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
     )
 
     @dbt_assets(manifest=manifest_path, selector="close", partitions_def=partitions, name="billhouse_dbt")
-    def billhouse_dbt(context: AssetExecutionContext, dbt: DbtCliResource):
+    def billhouse_dbt(context: AssetExecutionContext):
         day, tz_name = partition_of(context)
         since, as_of = checked_close_window(day, tz_name)
         with open_warehouse(settings):
             pass  # raw tables exist; the store is released before dbt starts
-        # dbt (a subprocess) owns the store until it ends: other billhouse steps wait
-        variables = close_variables(as_of, since, tz_name)
-        with store_lock_of(settings), close_settings_environment(variables) as remaining_variables:
-            invocation = dbt.cli(
-                ["build", *(["--vars", json.dumps(remaining_variables)] if remaining_variables else [])],
-                context=context,
-                target_path=settings.dbt_target_dir,
-            )
-            yield from invocation.stream()
+        # dbt runs in this process and holds the store lock: other billhouse steps wait
+        yield from dbt_build_events(context, settings, close_variables(as_of, since, tz_name))
 
     @asset(
         name="invoices",
@@ -287,14 +279,6 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         assets=[billhouse_dbt, invoices],
         jobs=[close_job],
         sensors=[close_timezones],
-        resources={
-            "dbt": DbtCliResource(
-                project_dir=str(PROJECT_DIR),
-                profiles_dir=str(PROJECT_DIR),
-                target="chdb",
-                dbt_executable=dbt_executable(),
-            )
-        },
     )
 
 

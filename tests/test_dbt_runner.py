@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from billhouse.close import close_variables
-from billhouse.dbt_runner import close_settings_environment, run_dbt, split_variables
+from billhouse.dbt_runner import patched_environment, run_dbt, split_variables
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
@@ -30,11 +30,11 @@ def test_close_settings_become_environment_variables_and_the_rest_stays_vars() -
     assert remaining == {"ledger_schema": "other"}
 
 
-def test_the_environment_is_restored_after_a_dagster_style_dbt_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_close_settings_are_set_for_dbt_then_put_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BILLHOUSE_CLOSE_FROM", "from-the-shell")
     monkeypatch.delenv("BILLHOUSE_AS_OF", raising=False)
-    with close_settings_environment({"as_of": "2026-12-01T00:00:00Z"}) as remaining:
-        assert remaining == {}
+    environment, _ = split_variables({"as_of": "2026-12-01T00:00:00Z"})
+    with patched_environment(environment):
         assert os.environ["BILLHOUSE_AS_OF"] == "2026-12-01T00:00:00Z"
         assert "BILLHOUSE_CLOSE_FROM" not in os.environ  # a stale window never leaks into dbt
     assert "BILLHOUSE_AS_OF" not in os.environ

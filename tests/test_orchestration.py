@@ -375,6 +375,18 @@ def test_a_late_event_is_billed_once_as_an_adjustment_on_the_next_invoice(orches
     assert utc[2].total_cents == 1000
 
 
+def test_the_closes_reuse_dbt_parse_between_the_billing_build_and_the_finance_refresh(
+    orchestrated: Orchestrated,
+) -> None:
+    # Each close runs dbt twice (dagster-dbt's billing build, then run_dbt's finance
+    # refresh); dbt keeps its parsed project only while the command line's profile and
+    # target are the same, so a difference would re-parse the project twice per close.
+    dbt_dir = orchestrated.settings.data_dir / "dbt"
+    logs = "".join(path.read_text() for path in dbt_dir.rglob("dbt.log"))
+    assert logs.count("Running with dbt=") >= 8  # the parse at load, then two per close
+    assert "config vars, config profile, or config target have changed" not in logs
+
+
 def test_a_day_that_has_not_ended_cannot_be_closed(orchestrated: Orchestrated) -> None:
     from orchestration.definitions import DayNotOverError
 
