@@ -11,7 +11,7 @@
 
 {#- The compiled custom_agg expressions, as one CASE over the metric code (compile time). -#}
 {% macro custom_expression_case(metric_code_column) -%}
-    {%- set column = 'expression_postgres' if target.type == 'postgres' else 'expression_clickhouse' -%}
+    {%- set column = billhouse.custom_expression_column() -%}
     {%- if execute -%}
         {%- set rows = run_query(
             "select code, " ~ column ~ " from " ~ source('billhouse', 'billable_metrics')
@@ -29,4 +29,19 @@
         {%- endfor %}
         end
     {%- endif -%}
+{%- endmacro %}
+
+
+{#- The column of billhouse_raw.billable_metrics holding a custom expression compiled for
+    this warehouse's dialect (billhouse/custom_expression.py). -#}
+{% macro custom_expression_column() -%}
+    {{ return(adapter.dispatch('custom_expression_column', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__custom_expression_column() -%}
+    {{ return('expression_postgres') }}
+{%- endmacro %}
+
+{% macro clickhouse__custom_expression_column() -%}
+    {{ return('expression_clickhouse') }}
 {%- endmacro %}

@@ -27,7 +27,7 @@
         'mode': 'full', 'months': [], 'through_block': '0', 'events_table_uuid': '',
         'inputs_fingerprint': '0', 'previous_block': none
     } -%}
-    {%- if not execute or target.type == 'postgres' -%}
+    {%- if not execute or not billhouse.events_have_block_numbers() -%}
         {{ return(plan) }}
     {%- endif -%}
 

@@ -50,7 +50,7 @@ currencies as (
 
 -- the fees of finalized invoices (mirrored from the ledger after each close)
 billed_fees as (
-    select * from {{ source('billhouse', 'billed_fees') }} {{ 'final' if target.type in ('clickhouse', 'chdb') else '' }}
+    select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
 ),
 
 unioned as (

@@ -1,6 +1,5 @@
-{%- if target.type == 'postgres' %}
-{{ config(materialized='table', tags=['finance']) }}
-{%- else %}
+{#- maintained by month where events carry insert blocks (ClickHouse); rebuilt elsewhere -#}
+{%- if billhouse.events_have_block_numbers() %}
 {{ config(
     materialized='incremental',
     incremental_strategy='insert_overwrite',
@@ -9,6 +8,8 @@
     post_hook="{{ billhouse.clear_stale_usage_months() }}",
     tags=['finance'],
 ) }}
+{%- else %}
+{{ config(materialized='table', tags=['finance']) }}
 {%- endif %}
 {#-
     Usage per customer, billable metric and UTC day, from the deduplicated events. units
@@ -31,7 +32,7 @@
 -#}
 -- depends_on: {{ ref('stg_billhouse__events') }}
 -- depends_on: {{ ref('int_events_deduplicated') }}
-{%- if target.type != 'postgres' and execute %}
+{%- if billhouse.events_have_block_numbers() and execute %}
     {#- a mart built before it was maintained by month (no partitions, no bookkeeping
         columns) cannot take partitions: it is dropped and built again -#}
     {%- set existing = adapter.get_relation(this.database, this.schema, this.identifier) %}
@@ -53,7 +54,7 @@
     ref('stg_billhouse__subscriptions'),
     ref('int_event_identities_duplicated'),
 ) %}
-{%- if target.type != 'postgres' %}
+{%- if billhouse.events_have_block_numbers() %}
 {{ billhouse.usage_months_plan_comment(plan) }}
 {% endif %}
 {%- if plan.mode == 'full' %}
@@ -173,15 +174,15 @@ final as (
                 as {{ billhouse.nullable_decimal_type() }}
             )
         end as units,
-        {%- if target.type == 'postgres' %}
-        cast(0 as bigint) as computed_through_block,
-        '' as events_table_uuid,
-        cast(0 as bigint) as inputs_fingerprint
-        {%- else %}
+        {%- if billhouse.events_have_block_numbers() %}
         -- the build that wrote the row: max(computed_through_block) is the mart's watermark
         toUInt64('{{ plan.through_block }}') as computed_through_block,
         '{{ plan.events_table_uuid }}' as events_table_uuid,
         toUInt64('{{ plan.inputs_fingerprint }}') as inputs_fingerprint
+        {%- else %}
+        cast(0 as bigint) as computed_through_block,
+        '' as events_table_uuid,
+        cast(0 as bigint) as inputs_fingerprint
         {%- endif %}
     from event_values
     group by external_customer_id, billable_metric_code, usage_date, aggregation_type

@@ -13,8 +13,8 @@
     An identity may be listed more than once (a third copy appends it again); readers
     take the rows with copies > 1 as a set. PostgreSQL rebuilds the list each time.
 -#}
-{{ config(materialized=('table' if target.type == 'postgres' else 'incremental')) }}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
+{{ config(materialized=('incremental' if block_numbered else 'table')) }}
 {#- read at compile time, once: how far the store goes now and where the previous build
     stopped (nothing inserts while the close owns the store) -#}
 {%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}

@@ -28,7 +28,7 @@ per_event_charges as (
 ),
 
 billed_fees as (
-    select * from {{ source('billhouse', 'billed_fees') }} {{ 'final' if target.type in ('clickhouse', 'chdb') else '' }}
+    select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
 ),
 
 -- the invoice each customer gets from this close: its latest regular issuing date
