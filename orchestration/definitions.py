@@ -58,12 +58,12 @@ from dagster import (
     define_asset_job,
     sensor,
 )
-from dagster_dbt import dbt_assets
+from dagster_dbt import DbtProject, dbt_assets
 
 from billhouse.close import close_variables, finish_close
 from billhouse.errors import BillhouseError
 from billhouse.dbt_runner import run_dbt
-from billhouse.settings import Settings
+from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
 from orchestration.dbt_build import dbt_build_events
@@ -227,7 +227,13 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         }
     )
 
-    @dbt_assets(manifest=manifest_path, selector="close", partitions_def=partitions, name="billhouse_dbt")
+    # the project, so that dbt's `path:` selection in the close selector (the drafts'
+    # data tests, the asset checks) resolves from the project, not the working directory
+    project = DbtProject(project_dir=PROJECT_DIR, target_path=settings.dbt_target_dir, profiles_dir=PROJECT_DIR)
+
+    @dbt_assets(
+        manifest=manifest_path, project=project, selector="close", partitions_def=partitions, name="billhouse_dbt"
+    )
     def billhouse_dbt(context: AssetExecutionContext):
         day, tz_name = partition_of(context)
         since, as_of = checked_close_window(day, tz_name)

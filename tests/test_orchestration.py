@@ -161,6 +161,23 @@ def test_definitions_load_with_the_close_sensor_over_dynamic_timezone_partitions
     assert TIMEZONE_PARTITIONS.name == "customer_timezone"
 
 
+def test_the_invoice_drafts_data_tests_are_asset_checks_from_any_working_directory(
+    orchestrated: Orchestrated, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The close selector picks the drafts' tests by path (models/billing); dagster-dbt
+    # resolves it from the working directory unless it is given the project.
+    monkeypatch.chdir(tmp_path)
+    defs = build_definitions(orchestrated.settings, clock=orchestrated.clock)
+    checks = {check.key.name for a in defs.assets for check in a.check_specs}
+    manifest = json.loads((orchestrated.settings.dbt_target_dir / "manifest.json").read_text())
+    drafts_tests = {
+        node["name"] for node in manifest["nodes"].values()
+        if node["resource_type"] == "test" and node["original_file_path"].startswith("models/billing/")
+    }
+    assert {"unique_fct_invoice_drafts_invoice_key", "not_null_fct_invoice_draft_fees_amount_cents"} <= drafts_tests
+    assert checks == drafts_tests
+
+
 def test_the_first_tick_adds_the_store_timezones_and_closes_the_last_day_ended_in_each(
     orchestrated: Orchestrated,
 ) -> None:
