@@ -31,7 +31,10 @@ placeholders/parameters, unknown identifiers.
 
 Decimal safety: numeric literals with a fractional part or exponent are compiled to
 ``CAST('<digits>' AS DECIMAL(38, <scale>))`` so that ClickHouse never sees a Float64
-literal; ``/`` is emitted as the warehouse's plain division (no float cast).
+literal; ``/`` is emitted as the warehouse's plain division (no float cast). A divisor
+(of ``/``, ``%`` or MOD) that is not a non-zero number is wrapped in ``NULLIF(..., 0)``:
+an event dividing by zero has no value (the metric's sum skips it) instead of failing
+the close.
 """
 
 from __future__ import annotations
@@ -228,6 +231,8 @@ def compile_custom_expression(
         if isinstance(node, exp.Div):
             node.set("typed", True)  # plain '/', never a float cast
             node.set("safe", False)
+        if isinstance(node, (exp.Div, exp.Mod)):
+            node.set("expression", _null_if_zero(node.expression))
         if isinstance(node, exp.DataType):
             node.set("nullable", False)
         return node
@@ -242,6 +247,19 @@ def compile_custom_expression(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _null_if_zero(divisor: exp.Expression) -> exp.Expression:
+    """``NULLIF(divisor, 0)``: both warehouses raise on a decimal division or modulo by
+    zero, and one event must not fail every close; the event's value is then NULL, which
+    the metric's sum skips. A non-zero number literal is left as written."""
+    if isinstance(divisor, exp.Literal) and not divisor.is_string:
+        try:
+            if Decimal(divisor.this) != 0:
+                return divisor
+        except InvalidOperation:
+            pass
+    return exp.Nullif(this=divisor, expression=exp.Literal.number(0))
 
 
 def _scan_tokens(metric_code: str, expression: str) -> None:

@@ -162,3 +162,34 @@ def test_string_literals_may_contain_sql_keywords():
 def test_unsupported_dialect_is_a_programming_error():
     with pytest.raises(ValueError):
         compile_custom_expression("m", "1", "bigquery")
+
+
+@pytest.mark.parametrize("target", ["chdb", "postgres"])
+def test_an_event_dividing_by_zero_has_no_value_and_the_close_bills_the_others(target: str) -> None:
+    # Both warehouses raise on a decimal division by zero: one such event used to fail
+    # the whole close. Its value is now null, which the metric's sum skips.
+    from billhouse.catalog import parse_instant
+    from billhouse.simulate import Scenario, invoices_as_json, simulate
+
+    document = {
+        "as_of": "2026-12-01T00:00:00Z",
+        "billable_metrics": [{"code": "rate", "aggregation_type": "custom_agg",
+                              "expression": "properties.gb / properties.hours + MOD(properties.gb, properties.hours)"}],
+        "plans": [{"code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
+                   "charges": [{"billable_metric_code": "rate", "charge_model": "standard",
+                                "properties": {"amount": "1"}}]}],
+        "customers": [{"external_id": "cus_1", "currency": "EUR"}],
+        "subscriptions": [{"external_id": "sub_1", "external_customer_id": "cus_1", "plan_code": "p",
+                           "subscription_at": "2026-11-01T00:00:00Z"}],
+    }
+    events = [
+        {"transaction_id": "t1", "external_subscription_id": "sub_1", "code": "rate",
+         "timestamp": "2026-11-02T00:00:00Z", "properties": {"gb": 10, "hours": 4}},  # 2.5 + 2
+        {"transaction_id": "t2", "external_subscription_id": "sub_1", "code": "rate",
+         "timestamp": "2026-11-03T00:00:00Z", "properties": {"gb": 3, "hours": 0}},  # no value
+    ]
+    invoices = invoices_as_json(simulate(Scenario("zero.yml", parse_instant(document["as_of"]), document, events),
+                                         warehouse_target=target))["invoices"]
+    [invoice] = invoices
+    [fee] = [f for f in invoice["fees"] if f["kind"] == "charge"]
+    assert (fee["units"], fee["amount_cents"]) == ("4.5", 450)
