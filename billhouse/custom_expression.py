@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 import sqlglot
 from sqlglot import exp
@@ -235,9 +235,19 @@ def compile_custom_expression(
             node.set("expression", _null_if_zero(node.expression))
         if isinstance(node, exp.DataType):
             node.set("nullable", False)
+        if isinstance(node, exp.Cast):
+            node.meta["written"] = True  # the user's, not a literal's CAST made here
         return node
 
     tree = tree.transform(rewrite, copy=True)
+    # innermost first: a replaced cast's operand may hold another cast
+    for cast in reversed(list(tree.find_all(exp.Cast))):
+        if cast.meta.get("written"):
+            replacement = _rounded_cast(cast)
+            if cast is tree:
+                tree = replacement
+            else:
+                cast.replace(replacement)
     sql = tree.sql(dialect=dialect)
     for name, replacement in replacements.items():
         if name not in sql:  # pragma: no cover - generator invariant
@@ -247,6 +257,78 @@ def compile_custom_expression(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+_INTEGER_RANGES: dict[exp.DataType.Type, tuple[int, int]] = {
+    exp.DataType.Type.SMALLINT: (-(2**15), 2**15 - 1),
+    exp.DataType.Type.INT: (-(2**31), 2**31 - 1),
+    exp.DataType.Type.BIGINT: (-(2**63), 2**63 - 1),
+}
+# CAST(x AS DECIMAL) without (precision, scale): the scale of the property values
+BARE_DECIMAL = (38, 12)
+MAX_DECIMAL_PRECISION = 38
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def _decimal_parameters(metric_code: str, data_type: exp.DataType) -> tuple[int, int]:
+    """(precision, scale) of a DECIMAL/NUMERIC cast target; refuses what either warehouse
+    could not hold."""
+    params = [param.this for param in data_type.expressions]
+    if not params:
+        return BARE_DECIMAL
+    values = [int(p.this) if isinstance(p, exp.Literal) and not p.is_string and p.this.isdigit() else None
+              for p in params]
+    precision, scale = (values + [0])[:2] if len(values) <= 2 else (None, None)
+    if precision is None or scale is None or not (1 <= precision <= MAX_DECIMAL_PRECISION and scale <= precision):
+        raise CustomExpressionError(
+            metric_code, data_type.sql(),
+            f"DECIMAL(precision, scale) needs 1 <= precision <= {MAX_DECIMAL_PRECISION} and scale <= precision",
+        )
+    return precision, scale
+
+
+def _decimal_constant(value: Decimal) -> exp.Expression:
+    """CAST('<value>' AS DECIMAL(76, <its scale>)): a constant neither warehouse reads as a
+    float (76 digits: a range bound has up to 26 + 13)."""
+    exponent = value.as_tuple().exponent
+    scale = max(0, -exponent) if isinstance(exponent, int) else 0
+    to = exp.DataType.build(f"DECIMAL(76, {scale})")
+    to.set("nullable", False)
+    return exp.Cast(this=exp.Literal.string(format(value, "f")), to=to)
+
+
+def _rounded_cast(cast: exp.Cast) -> exp.Expression:
+    """CAST(x AS t) as both warehouses compute it alike: x rounded half away from zero to
+    t's scale (PostgreSQL's cast rounds, ClickHouse's truncates), and null when t cannot
+    hold it (both raise, and one event must not fail every close)."""
+    operand = cast.this
+    if isinstance(operand, exp.Literal) and operand.is_string:
+        operand = _decimal_constant(_number(operand.this) or Decimal(0))
+    target = cast.to
+    if target.this in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[target.this]
+        scale = 0
+        in_range = exp.and_(
+            exp.GT(this=operand.copy(), expression=_decimal_constant(low - Decimal("0.5"))),
+            exp.LT(this=operand.copy(), expression=_decimal_constant(high + Decimal("0.5"))),
+        )
+    else:
+        precision, scale = _decimal_parameters("", target)
+        target = exp.DataType.build(f"DECIMAL({precision}, {scale})")
+        target.set("nullable", False)
+        with localcontext() as exact:
+            exact.prec = 100
+            limit = Decimal(10) ** (precision - scale) - Decimal(5) * Decimal(10) ** (-scale - 1)
+        in_range = exp.LT(this=exp.Abs(this=operand.copy()), expression=_decimal_constant(limit))
+    rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(scale))
+    return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=target))])
 
 
 def _null_if_zero(divisor: exp.Expression) -> exp.Expression:
@@ -393,6 +475,13 @@ def _validate(metric_code: str, tree: exp.Expression) -> None:
                     fragment,
                     "CAST is only allowed to DECIMAL/NUMERIC, INT, BIGINT or SMALLINT",
                 )
+            _decimal_parameters(metric_code, node)
+        elif isinstance(node, exp.Cast):
+            operand = node.this
+            if (isinstance(operand, exp.Column) and not operand.table) or (
+                isinstance(operand, exp.Literal) and operand.is_string and _number(operand.this) is None
+            ):
+                raise CustomExpressionError(metric_code, fragment, "CAST applies to numbers only")
         elif isinstance(node, exp.In):
             if node.args.get("query") or node.args.get("unnest") or node.args.get("field"):
                 raise CustomExpressionError(

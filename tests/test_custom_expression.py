@@ -65,10 +65,21 @@ def test_if_case_and_functions_transpile():
 
 
 def test_cast_to_decimal_is_not_nullable_wrapped_in_clickhouse():
-    assert pg("CAST(properties.a AS DECIMAL(38, 12))") == (
-        "CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(38, 12))"
+    assert "Nullable" not in ch("CAST(properties.a AS DECIMAL(38, 12))")
+    assert "AS Int64)" in ch("properties.a::bigint")
+
+
+def test_a_cast_rounds_to_its_scale_and_is_null_out_of_its_range():
+    # PostgreSQL's cast rounds and ClickHouse's truncates; both raise out of range
+    assert pg("CAST(properties.a AS DECIMAL(5, 2))") == (
+        "CASE WHEN ABS((CAST(properties ->> 'a' AS NUMERIC))) < CAST('999.995' AS DECIMAL(76, 3))"
+        " THEN CAST(ROUND((CAST(properties ->> 'a' AS NUMERIC)), 2) AS DECIMAL(5, 2)) END"
     )
-    assert ch("properties.a::bigint").endswith("AS Int64)")
+    assert "ROUND(" in ch("CAST(properties.a AS SMALLINT)") and "'32767.5'" in ch("CAST(properties.a AS SMALLINT)")
+    with pytest.raises(CustomExpressionError, match="numbers only"):
+        ch("CAST(timestamp AS BIGINT)")
+    with pytest.raises(CustomExpressionError, match="precision"):
+        ch("CAST(properties.a AS DECIMAL(2, 5))")
 
 
 def test_property_used_as_text_goes_through_the_text_hook():
@@ -165,31 +176,42 @@ def test_unsupported_dialect_is_a_programming_error():
 
 
 @pytest.mark.parametrize("target", ["chdb", "postgres"])
-def test_an_event_dividing_by_zero_has_no_value_and_the_close_bills_the_others(target: str) -> None:
-    # Both warehouses raise on a decimal division by zero: one such event used to fail
-    # the whole close. Its value is now null, which the metric's sum skips.
+def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_the_close(target: str) -> None:
+    """A zero divisor or a value its cast cannot hold used to raise in the warehouse and
+    fail the whole close; such an event now has no value (the metric's sum skips it).
+    A cast rounds half away from zero on both (ClickHouse's own cast truncates)."""
     from billhouse.catalog import parse_instant
     from billhouse.simulate import Scenario, invoices_as_json, simulate
 
+    expressions = {
+        "rate": "properties.gb / properties.hours + MOD(properties.gb, properties.hours)",
+        "rounded": "CAST(properties.v AS INT) + CAST(properties.v AS DECIMAL(4, 1))",
+    }
     document = {
         "as_of": "2026-12-01T00:00:00Z",
-        "billable_metrics": [{"code": "rate", "aggregation_type": "custom_agg",
-                              "expression": "properties.gb / properties.hours + MOD(properties.gb, properties.hours)"}],
-        "plans": [{"code": "p", "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
-                   "charges": [{"billable_metric_code": "rate", "charge_model": "standard",
-                                "properties": {"amount": "1"}}]}],
-        "customers": [{"external_id": "cus_1", "currency": "EUR"}],
-        "subscriptions": [{"external_id": "sub_1", "external_customer_id": "cus_1", "plan_code": "p",
-                           "subscription_at": "2026-11-01T00:00:00Z"}],
+        "billable_metrics": [{"code": code, "aggregation_type": "custom_agg", "expression": expression}
+                             for code, expression in expressions.items()],
+        "plans": [{"code": code, "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
+                   "charges": [{"billable_metric_code": code, "charge_model": "standard",
+                                "properties": {"amount": "1"}}]} for code in expressions],
+        "customers": [{"external_id": f"cus_{code}", "currency": "EUR"} for code in expressions],
+        "subscriptions": [{"external_id": code, "external_customer_id": f"cus_{code}", "plan_code": code,
+                           "subscription_at": "2026-11-01T00:00:00Z"} for code in expressions],
     }
+
+    def event(n: int, code: str, properties: dict) -> dict:
+        return {"transaction_id": f"{code}-{n}", "external_subscription_id": code, "code": code,
+                "timestamp": f"2026-11-0{n + 2}T00:00:00Z", "properties": properties}
+
     events = [
-        {"transaction_id": "t1", "external_subscription_id": "sub_1", "code": "rate",
-         "timestamp": "2026-11-02T00:00:00Z", "properties": {"gb": 10, "hours": 4}},  # 2.5 + 2
-        {"transaction_id": "t2", "external_subscription_id": "sub_1", "code": "rate",
-         "timestamp": "2026-11-03T00:00:00Z", "properties": {"gb": 3, "hours": 0}},  # no value
+        event(0, "rate", {"gb": 10, "hours": 4}),  # 10 / 4 + 10 % 4 = 2.5 + 2
+        event(1, "rate", {"gb": 3, "hours": 0}),  # no value
+        event(0, "rounded", {"v": "2.5"}),  # 3 + 2.5 (truncated: 2 + 2.5)
+        event(1, "rounded", {"v": "-2.25"}),  # -2 + -2.3 (truncated: -2 + -2.2)
+        event(2, "rounded", {"v": 100000}),  # DECIMAL(4, 1) holds below 1000: no value
     ]
-    invoices = invoices_as_json(simulate(Scenario("zero.yml", parse_instant(document["as_of"]), document, events),
+    invoices = invoices_as_json(simulate(Scenario("arithmetic.yml", parse_instant(document["as_of"]), document, events),
                                          warehouse_target=target))["invoices"]
-    [invoice] = invoices
-    [fee] = [f for f in invoice["fees"] if f["kind"] == "charge"]
-    assert (fee["units"], fee["amount_cents"]) == ("4.5", 450)
+    units = {fee["external_subscription_id"]: fee["units"]
+             for invoice in invoices for fee in invoice["fees"] if fee["kind"] == "charge"}
+    assert units == {"rate": "4.5", "rounded": "1.2"}
