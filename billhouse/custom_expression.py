@@ -307,7 +307,7 @@ def _decimal_constant(value: Decimal) -> exp.Expression:
 def _rounded_cast(cast: exp.Cast) -> exp.Expression:
     """CAST(x AS t) as both warehouses compute it alike: x rounded half away from zero to
     t's scale (PostgreSQL's cast rounds, ClickHouse's truncates), and null when t cannot
-    hold it (both raise, and one event must not fail every close)."""
+    hold it or x is null (both raise, and one event must not fail every close)."""
     operand = cast.this
     if isinstance(operand, exp.Literal) and operand.is_string:
         operand = _decimal_constant(_number(operand.this) or Decimal(0))
@@ -328,6 +328,9 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
             limit = Decimal(10) ** (precision - scale) - Decimal(5) * Decimal(10) ** (-scale - 1)
         in_range = exp.LT(this=exp.Abs(this=operand.copy()), expression=_decimal_constant(limit))
     rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(scale))
+    # ClickHouse: Nullable, or a missing property (null) raises in the cast
+    target = target.copy()
+    target.set("nullable", True)
     return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=target))])
 
 

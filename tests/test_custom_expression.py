@@ -64,9 +64,9 @@ def test_if_case_and_functions_transpile():
     assert pg("LEAST(properties.a, 10)") == "LEAST((CAST(properties ->> 'a' AS NUMERIC)), 10)"
 
 
-def test_cast_to_decimal_is_not_nullable_wrapped_in_clickhouse():
-    assert "Nullable" not in ch("CAST(properties.a AS DECIMAL(38, 12))")
-    assert "AS Int64)" in ch("properties.a::bigint")
+def test_a_cast_of_a_missing_property_is_null_in_clickhouse_not_an_error():
+    assert "AS Nullable(Decimal(38, 12)))" in ch("CAST(properties.a AS DECIMAL(38, 12))")
+    assert "AS Nullable(Int64))" in ch("properties.a::bigint")
 
 
 def test_a_cast_rounds_to_its_scale_and_is_null_out_of_its_range():
