@@ -25,7 +25,9 @@
     {%- else -%}
         case {{ metric_code_column }}
         {%- for row in rows %}
-            when '{{ row[0] | replace("'", "''") }}' then cast(({{ row[1] }}) as {{ billhouse.nullable_decimal_type() }})
+            {#- rounded half away from zero to the 12 places units keep, on both warehouses
+                (PostgreSQL's cast rounds a product's 13th place, ClickHouse's truncates) #}
+            when '{{ row[0] | replace("'", "''") }}' then cast(round(({{ row[1] }}), 12) as {{ billhouse.nullable_decimal_type() }})
         {%- endfor %}
         end
     {%- endif -%}
