@@ -31,10 +31,12 @@ placeholders/parameters, unknown identifiers.
 
 Decimal safety: numeric literals with a fractional part or exponent are compiled to
 ``CAST('<digits>' AS DECIMAL(38, <scale>))`` so that ClickHouse never sees a Float64
-literal; ``/`` is emitted as the warehouse's plain division (no float cast). A divisor
-(of ``/``, ``%`` or MOD) that is not a non-zero number is wrapped in ``NULLIF(..., 0)``:
-an event dividing by zero has no value (the metric's sum skips it) instead of failing
-the close.
+literal; ``/`` is a decimal division (no float cast), rounded half away from zero to
+12 places from a 24-place dividend, and ``%`` takes both operands at 24 places, so both
+warehouses compute the same quotient and remainder. A divisor (of ``/``, ``%`` or MOD)
+that is not a non-zero number is wrapped in ``NULLIF(..., 0)``: an event dividing by
+zero has no value (the metric's sum skips it) instead of failing the close. ``CAST``
+rounds half away from zero to the type's scale and is null out of the type's range.
 """
 
 from __future__ import annotations
@@ -240,14 +242,20 @@ def compile_custom_expression(
         return node
 
     tree = tree.transform(rewrite, copy=True)
-    # innermost first: a replaced cast's operand may hold another cast
-    for cast in reversed(list(tree.find_all(exp.Cast))):
-        if cast.meta.get("written"):
-            replacement = _rounded_cast(cast)
-            if cast is tree:
-                tree = replacement
-            else:
-                cast.replace(replacement)
+    # innermost first: a replaced node's operands may hold another one
+    for node in reversed(list(tree.find_all(exp.Cast, exp.Div, exp.Mod))):
+        if isinstance(node, exp.Div):
+            replacement = _rounded_quotient(node)
+        elif isinstance(node, exp.Mod):
+            replacement = _remainder(node)
+        elif node.meta.get("written"):
+            replacement = _rounded_cast(node)
+        else:
+            continue
+        if node is tree:
+            tree = replacement
+        else:
+            node.replace(replacement)
     sql = tree.sql(dialect=dialect)
     for name, replacement in replacements.items():
         if name not in sql:  # pragma: no cover - generator invariant
@@ -332,6 +340,32 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
     target = target.copy()
     target.set("nullable", True)
     return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=target))])
+
+
+QUOTIENT_PLACES = 12
+QUOTIENT_WORKING_PLACES = 24
+
+
+def _rounded_quotient(division: exp.Div) -> exp.Expression:
+    """x / y rounded half away from zero to 12 places, alike on both warehouses: the
+    dividend is taken to 24 places first (ClickHouse divides to the dividend's scale,
+    truncating; PostgreSQL to a scale of its own, rounding)."""
+    quotient = exp.Div(this=_working_decimal(division.this), expression=division.expression.copy())
+    quotient.set("typed", True)
+    quotient.set("safe", False)
+    return exp.Round(this=quotient, decimals=exp.Literal.number(QUOTIENT_PLACES))
+
+
+def _working_decimal(operand: exp.Expression) -> exp.Expression:
+    working = exp.DataType.build(f"DECIMAL(76, {QUOTIENT_WORKING_PLACES})")
+    working.set("nullable", True)
+    return exp.Cast(this=operand.copy(), to=working)
+
+
+def _remainder(modulo: exp.Mod) -> exp.Expression:
+    """x % y with both operands at 24 places: ClickHouse's decimal modulo is wrong when
+    their scales differ (0.001 % 0.002 gives 0) or raises."""
+    return exp.Mod(this=_working_decimal(modulo.this), expression=_working_decimal(modulo.expression))
 
 
 def _null_if_zero(divisor: exp.Expression) -> exp.Expression:

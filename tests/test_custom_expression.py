@@ -45,9 +45,10 @@ def test_fractional_literals_become_decimals_never_float():
     assert pg("0.25e1 + 1") == "CAST('2.5' AS DECIMAL(38, 1)) + 1"
 
 
-def test_division_is_not_cast_to_float_in_postgres():
-    assert pg("properties.a / 3") == "(CAST(properties ->> 'a' AS NUMERIC)) / 3"
+def test_division_is_not_cast_to_float_and_rounds_to_12_places():
+    assert pg("properties.a / 3") == "ROUND(CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(76, 24)) / 3, 12)"
     assert "DOUBLE" not in pg("properties.a / properties.b").upper()
+    assert "Float" not in ch("properties.a / properties.b")
 
 
 def test_if_case_and_functions_transpile():

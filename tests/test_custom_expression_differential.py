@@ -3,9 +3,8 @@ independent Python reference compute the same value for every event.
 
 Each example is a random expression over two event properties (present or missing) —
 arithmetic, CAST to INT/SMALLINT/DECIMAL(p, s), ROUND, ABS, GREATEST, LEAST, COALESCE,
-IF — compiled as the catalog compiles it and evaluated on both engines. Division and
-modulo are left out: their zero divisor is tested by hand (test_custom_expression.py)
-and a quotient's 12th decimal place may differ between the warehouses (pricing.md).
+IF, division and modulo (a zero divisor gives no value) — compiled as the catalog
+compiles it and evaluated on both engines.
 """
 
 from __future__ import annotations
@@ -66,6 +65,12 @@ class Arithmetic(Node):
         a, b = self.left.value(properties), self.right.value(properties)
         if a is None or b is None:
             return None
+        if self.op in ("/", "%") and b == 0:
+            return None
+        if self.op == "/":
+            return (a / b).quantize(Decimal(1).scaleb(-12), rounding=ROUND_HALF_UP)
+        if self.op == "%":
+            return a % b  # the dividend's sign, as both warehouses
         return {"+": a + b, "-": a - b, "*": a * b}[self.op]
 
 
@@ -154,7 +159,7 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
         return Conditional(f"IF({left.sql} > {right.sql}, {then.sql}, {otherwise.sql})", left, right, then, otherwise)
 
     return st.one_of(
-        st.builds(arithmetic, st.sampled_from(["+", "-", "*"]), children, children),
+        st.builds(arithmetic, st.sampled_from(["+", "-", "*", "/", "%"]), children, children),
         st.builds(cast, children, st.sampled_from(["INT", "SMALLINT", "DECIMAL"]),
                   st.integers(3, 12), st.integers(0, 4)),
         st.builds(function, st.sampled_from(["ABS", "NEG"]), children),
