@@ -1,10 +1,10 @@
 """custom_agg expressions on generated cases: ClickHouse (chDB), PostgreSQL and an
 independent Python reference compute the same value for every event.
 
-Each example is a random expression over two event properties (present or missing) —
-arithmetic, CAST to INT/SMALLINT/DECIMAL(p, s), ROUND, ABS, GREATEST, LEAST, COALESCE,
-IF, division and modulo (a zero divisor gives no value) — compiled as the catalog
-compiles it and evaluated on both engines.
+Each example is a random expression over two event properties (present or missing):
+arithmetic, division and modulo (a zero divisor gives no value), CAST to INT/SMALLINT/
+DECIMAL(p, s), ROUND, ABS, CEIL, FLOOR, SIGN, GREATEST, LEAST, COALESCE, NULLIF and IF,
+compiled as the catalog compiles it and evaluated on both engines.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,18 @@ class Function(Node):
             return (max if self.name == "GREATEST" else min)(present) if present else None
         if self.name == "COALESCE":
             return present[0] if present else None
+        if self.name == "NULLIF":
+            return None if values[0] is not None and values[0] == values[1] else values[0]
         if values[0] is None:
             return None
         if self.name == "ABS":
             return abs(values[0])
         if self.name == "NEG":
             return -values[0]
+        if self.name in ("CEIL", "FLOOR"):
+            return values[0].to_integral_value(rounding=ROUND_CEILING if self.name == "CEIL" else ROUND_FLOOR)
+        if self.name == "SIGN":
+            return Decimal((values[0] > 0) - (values[0] < 0))
         if self.name == "ROUND":
             return values[0].quantize(Decimal(1).scaleb(-int(values[1])), rounding=ROUND_HALF_UP)
         raise AssertionError(self.name)
@@ -162,8 +168,8 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
         st.builds(arithmetic, st.sampled_from(["+", "-", "*", "/", "%"]), children, children),
         st.builds(cast, children, st.sampled_from(["INT", "SMALLINT", "DECIMAL"]),
                   st.integers(3, 12), st.integers(0, 4)),
-        st.builds(function, st.sampled_from(["ABS", "NEG"]), children),
-        st.builds(function, st.sampled_from(["GREATEST", "LEAST", "COALESCE"]), children, children),
+        st.builds(function, st.sampled_from(["ABS", "NEG", "CEIL", "FLOOR", "SIGN"]), children),
+        st.builds(function, st.sampled_from(["GREATEST", "LEAST", "COALESCE", "NULLIF"]), children, children),
         st.builds(rounded, children, st.integers(0, 3)),
         st.builds(conditional, children, children, children, children),
     )
