@@ -275,6 +275,11 @@ _INTEGER_RANGES: dict[exp.DataType.Type, tuple[int, int]] = {
 # CAST(x AS DECIMAL) without (precision, scale): the scale of the property values
 BARE_DECIMAL = (38, 12)
 MAX_DECIMAL_PRECISION = 38
+# a quotient's places, and the dividend's (and a remainder's operands') before it
+QUOTIENT_PLACES = 12
+QUOTIENT_WORKING_PLACES = 24
+# expressions whose value is true, false or null
+_TRUTH_VALUES = (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)
 
 
 def _number(text: str) -> Decimal | None:
@@ -317,6 +322,15 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
     t's scale (PostgreSQL's cast rounds, ClickHouse's truncates), and null when t cannot
     hold it or x is null (both raise, and one event must not fail every close)."""
     operand = cast.this
+    target = cast.to.copy()
+    target.set("nullable", True)  # ClickHouse: a null operand would raise in the cast
+    if isinstance(operand.unnest(), _TRUTH_VALUES):
+        # 1, 0 or null (PostgreSQL casts a boolean to INT only): nothing to round or to overflow
+        as_number = exp.Case(ifs=[
+            exp.If(this=operand.copy(), true=exp.Literal.number(1)),
+            exp.If(this=exp.Not(this=exp.Paren(this=operand.copy())), true=exp.Literal.number(0)),
+        ])
+        return exp.Cast(this=as_number, to=target)
     if isinstance(operand, exp.Literal) and operand.is_string:
         operand = _decimal_constant(_number(operand.this) or Decimal(0))
     target = cast.to
@@ -336,14 +350,9 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
             limit = Decimal(10) ** (precision - scale) - Decimal(5) * Decimal(10) ** (-scale - 1)
         in_range = exp.LT(this=exp.Abs(this=operand.copy()), expression=_decimal_constant(limit))
     rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(scale))
-    # ClickHouse: Nullable, or a missing property (null) raises in the cast
     target = target.copy()
     target.set("nullable", True)
     return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=target))])
-
-
-QUOTIENT_PLACES = 12
-QUOTIENT_WORKING_PLACES = 24
 
 
 def _rounded_quotient(division: exp.Div) -> exp.Expression:

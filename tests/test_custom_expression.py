@@ -188,6 +188,7 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         "rate": "properties.gb / properties.hours + MOD(properties.gb, properties.hours)",
         "rounded": "CAST(properties.v AS INT) + CAST(properties.v AS DECIMAL(4, 1))",
         "product": "properties.a * properties.b",
+        "flag": "CAST((properties.v > 1) AS INT) + CAST(properties.v > 1 AND properties.v < 3 AS SMALLINT)",
     }
     document = {
         "as_of": "2026-12-01T00:00:00Z",
@@ -213,9 +214,12 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         event(2, "rounded", {"v": 100000}),  # DECIMAL(4, 1) holds below 1000: no value
         event(0, "product", {"a": 2, "b": 3}),
         event(1, "product", {"a": "0.0000001", "b": "0.000005"}),  # 5e-13: 1e-12 (truncated: 0)
+        event(0, "flag", {"v": 2}),  # 1 + 1
+        event(1, "flag", {"v": 5}),  # 1 + 0
+        event(2, "flag", {"v": 0}),  # 0 + 0
     ]
     invoices = invoices_as_json(simulate(Scenario("arithmetic.yml", parse_instant(document["as_of"]), document, events),
                                          warehouse_target=target))["invoices"]
     units = {fee["external_subscription_id"]: fee["units"]
              for invoice in invoices for fee in invoice["fees"] if fee["kind"] == "charge"}
-    assert units == {"rate": "4.5", "rounded": "1.2", "product": "6.000000000001"}
+    assert units == {"rate": "4.5", "rounded": "1.2", "product": "6.000000000001", "flag": "3"}

@@ -3,8 +3,9 @@ independent Python reference compute the same value for every event.
 
 Each example is a random expression over two event properties (present or missing):
 arithmetic, division and modulo (a zero divisor gives no value), CAST to INT/SMALLINT/
-DECIMAL(p, s), ROUND, ABS, CEIL, FLOOR, SIGN, GREATEST, LEAST, COALESCE, NULLIF and IF,
-compiled as the catalog compiles it and evaluated on both engines.
+DECIMAL(p, s) (of a number or of a comparison), ROUND, ABS, CEIL, FLOOR, SIGN, GREATEST,
+LEAST, COALESCE, NULLIF and IF, compiled as the catalog compiles it and evaluated on
+both engines.
 """
 
 from __future__ import annotations
@@ -122,6 +123,16 @@ class Cast(Node):
 
 
 @dataclass(frozen=True)
+class TruthCast(Node):
+    left: Node
+    right: Node
+
+    def value(self, properties):
+        a, b = self.left.value(properties), self.right.value(properties)
+        return None if a is None or b is None else Decimal(int(a > b))
+
+
+@dataclass(frozen=True)
 class Conditional(Node):
     left: Node
     right: Node
@@ -161,6 +172,9 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
     def rounded(operand: Node, places: int) -> Node:
         return Function(f"ROUND({operand.sql}, {places})", "ROUND", (operand, Number(str(places), Decimal(places))))
 
+    def truth_cast(left: Node, right: Node, type_name: str) -> Node:
+        return TruthCast(f"CAST(({left.sql} > {right.sql}) AS {type_name})", left, right)
+
     def conditional(left: Node, right: Node, then: Node, otherwise: Node) -> Node:
         return Conditional(f"IF({left.sql} > {right.sql}, {then.sql}, {otherwise.sql})", left, right, then, otherwise)
 
@@ -172,6 +186,7 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
         st.builds(function, st.sampled_from(["GREATEST", "LEAST", "COALESCE", "NULLIF"]), children, children),
         st.builds(rounded, children, st.integers(0, 3)),
         st.builds(conditional, children, children, children, children),
+        st.builds(truth_cast, children, children, st.sampled_from(["INT", "SMALLINT", "DECIMAL(3, 1)"])),
     )
 
 
