@@ -56,6 +56,7 @@ from dagster import (
     asset,
     definitions,
     define_asset_job,
+    in_process_executor,
     sensor,
 )
 from dagster_dbt import DbtProject, dbt_assets
@@ -282,6 +283,10 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         return evaluate_close_clock(context, settings, clock())
 
     return Definitions(
+        # both steps in the run's process: a step process per step starts Python and
+        # loads the code location again (4-5 s each, docs/performance.md); a close's two
+        # steps run one after the other anyway (invoices needs the drafts, chDB one process)
+        executor=in_process_executor,
         assets=[billhouse_dbt, invoices],
         jobs=[close_job],
         sensors=[close_timezones],

@@ -149,6 +149,8 @@ def _cursor(**days: str) -> str:
 
 def test_definitions_load_with_the_close_sensor_over_dynamic_timezone_partitions(orchestrated: Orchestrated) -> None:
     assert [s.name for s in orchestrated.defs.sensors] == [CLOSE_SENSOR_NAME]
+    # a close's two steps run in the run's process, not a process each
+    assert orchestrated.defs.resolve_job_def("close").executor_def.name == "in_process"
     assert not list(orchestrated.defs.schedules or [])
     keys = {key.to_user_string() for a in orchestrated.defs.assets for key in a.keys}
     assert {"fct_invoice_drafts", "int_billing_periods", "invoices"} <= keys
