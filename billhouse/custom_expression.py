@@ -307,14 +307,27 @@ def _decimal_parameters(metric_code: str, data_type: exp.DataType) -> tuple[int,
     return precision, scale
 
 
-def _decimal_constant(value: Decimal) -> exp.Expression:
-    """CAST('<value>' AS DECIMAL(76, <its scale>)): a constant neither warehouse reads as a
-    float (76 digits: a range bound has up to 26 + 13)."""
+def _decimal_cast(value: Decimal, precision: int) -> exp.Expression:
+    """CAST('<value>' AS DECIMAL(<precision>, <its scale>)): a number neither warehouse
+    reads as a float."""
     exponent = value.as_tuple().exponent
-    scale = max(0, -exponent) if isinstance(exponent, int) else 0
-    to = exp.DataType.build(f"DECIMAL(76, {scale})")
+    scale = min(max(0, -exponent) if isinstance(exponent, int) else 0, precision)
+    to = exp.DataType.build(f"DECIMAL({precision}, {scale})")
     to.set("nullable", False)
     return exp.Cast(this=exp.Literal.string(format(value, "f")), to=to)
+
+
+def _decimal_constant(value: Decimal) -> exp.Expression:
+    """A bound the compiler adds, at 76 digits (a range bound has up to 26 + 13)."""
+    return _decimal_cast(value, 76)
+
+
+def _nullable(data_type: exp.DataType) -> exp.DataType:
+    """A copy of ``data_type`` that admits null (ClickHouse raises casting a null to a
+    non-Nullable type)."""
+    nullable = data_type.copy()
+    nullable.set("nullable", True)
+    return nullable
 
 
 def _rounded_cast(cast: exp.Cast) -> exp.Expression:
@@ -322,15 +335,13 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
     t's scale (PostgreSQL's cast rounds, ClickHouse's truncates), and null when t cannot
     hold it or x is null (both raise, and one event must not fail every close)."""
     operand = cast.this
-    target = cast.to.copy()
-    target.set("nullable", True)  # ClickHouse: a null operand would raise in the cast
     if isinstance(operand.unnest(), _TRUTH_VALUES):
         # 1, 0 or null (PostgreSQL casts a boolean to INT only): nothing to round or to overflow
         as_number = exp.Case(ifs=[
             exp.If(this=operand.copy(), true=exp.Literal.number(1)),
             exp.If(this=exp.Not(this=exp.Paren(this=operand.copy())), true=exp.Literal.number(0)),
         ])
-        return exp.Cast(this=as_number, to=target)
+        return exp.Cast(this=as_number, to=_nullable(cast.to))
     if isinstance(operand, exp.Literal) and operand.is_string:
         operand = _decimal_constant(_number(operand.this) or Decimal(0))
     target = cast.to
@@ -344,15 +355,12 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
     else:
         precision, scale = _decimal_parameters("", target)
         target = exp.DataType.build(f"DECIMAL({precision}, {scale})")
-        target.set("nullable", False)
         with localcontext() as exact:
             exact.prec = 100
             limit = Decimal(10) ** (precision - scale) - Decimal(5) * Decimal(10) ** (-scale - 1)
         in_range = exp.LT(this=exp.Abs(this=operand.copy()), expression=_decimal_constant(limit))
     rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(scale))
-    target = target.copy()
-    target.set("nullable", True)
-    return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=target))])
+    return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=_nullable(target)))])
 
 
 def _rounded_quotient(division: exp.Div) -> exp.Expression:
@@ -367,8 +375,7 @@ def _rounded_quotient(division: exp.Div) -> exp.Expression:
 
 def _working_decimal(operand: exp.Expression) -> exp.Expression:
     working = exp.DataType.build(f"DECIMAL(76, {QUOTIENT_WORKING_PLACES})")
-    working.set("nullable", True)
-    return exp.Cast(this=operand.copy(), to=working)
+    return exp.Cast(this=operand.copy(), to=_nullable(working))
 
 
 def _remainder(modulo: exp.Mod) -> exp.Expression:
@@ -381,12 +388,8 @@ def _null_if_zero(divisor: exp.Expression) -> exp.Expression:
     """``NULLIF(divisor, 0)``: both warehouses raise on a decimal division or modulo by
     zero, and one event must not fail every close; the event's value is then NULL, which
     the metric's sum skips. A non-zero number literal is left as written."""
-    if isinstance(divisor, exp.Literal) and not divisor.is_string:
-        try:
-            if Decimal(divisor.this) != 0:
-                return divisor
-        except InvalidOperation:
-            pass
+    if isinstance(divisor, exp.Literal) and not divisor.is_string and _number(divisor.this) not in (None, 0):
+        return divisor
     return exp.Nullif(this=divisor, expression=exp.Literal.number(0))
 
 
@@ -572,10 +575,4 @@ def _decimal_literal(node: exp.Literal) -> exp.Expression:
         value = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the tokenizer only yields numbers
         return node.copy()
-    exponent = value.as_tuple().exponent
-    scale = max(0, -exponent) if isinstance(exponent, int) else 0
-    if scale > 38:
-        scale = 38
-    to = exp.DataType.build(f"DECIMAL(38, {scale})")
-    to.set("nullable", False)
-    return exp.Cast(this=exp.Literal.string(format(value, "f")), to=to)
+    return _decimal_cast(value, 38)
