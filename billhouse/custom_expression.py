@@ -29,14 +29,22 @@ functions and any unknown function (numbers, file, url, sleep, ...), DDL/DML, SE
 SETTINGS, aggregate and window functions (the metric itself sums), aliases,
 placeholders/parameters, unknown identifiers.
 
-Decimal safety: numeric literals with a fractional part or exponent are compiled to
-``CAST('<digits>' AS DECIMAL(38, <scale>))`` so that ClickHouse never sees a Float64
-literal; ``/`` is a decimal division (no float cast), rounded half away from zero to
-12 places from a 24-place dividend, and ``%`` takes both operands at 24 places, so both
+Decimal safety: number literals are compiled to ``CAST('<digits>' AS DECIMAL(76,
+<scale>))`` so that ClickHouse never sees a Float64 literal nor computes in Decimal128
+(which wraps past 38 digits), and PostgreSQL never in 32-bit integers; ``/`` is a
+decimal division (no float cast), rounded half away from zero to 12 places from a
+24-place dividend, and ``%`` takes both operands at 24 places, so both
 warehouses compute the same quotient and remainder. A divisor (of ``/``, ``%`` or MOD)
 that is not a non-zero number is wrapped in ``NULLIF(..., 0)``: an event dividing by
 zero has no value (the metric's sum skips it) instead of failing the close. ``CAST``
 rounds half away from zero to the type's scale and is null out of the type's range.
+
+Bounds: a number literal is below 10^26 with at most 12 places, as a property value;
+every sum, difference, product, quotient and cast -- and the event's value, rounded to
+12 places -- is null from 10^26 on (PostgreSQL's numeric(38, 12) holds no more), and a
+product's factors are taken at 12 places, so ClickHouse's Decimal256 never passes its
+76 digits (where it wraps silently). The values an IF, CASE or COALESCE chooses from
+are taken as DECIMAL(76, 24) (ClickHouse refuses to choose between decimal scales).
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
+
+from billhouse.property_numbers import PROPERTY_DECIMAL_PLACES, PROPERTY_INTEGER_DIGITS
 
 __all__ = [
     "ALLOWED_FUNCTIONS",
@@ -214,6 +224,11 @@ def compile_custom_expression(
     tree = _parse_single(metric_code, expression)
     _validate(metric_code, tree)
 
+    for conditional in tree.find_all(exp.If, exp.Case, exp.Coalesce):
+        branches = _branches(conditional)
+        if any(_is_numeric(b) for b in branches) and not all(_is_integer_literal(b) for b in branches):
+            conditional.meta["numeric"] = True
+
     # Rewrite field references into placeholders, then literals into decimals.
     replacements: dict[str, str] = {}
 
@@ -228,13 +243,11 @@ def compile_custom_expression(
                     "timestamp", quoted=True
                 ).sql(dialect=dialect)
             return exp.column(name)
-        if isinstance(node, exp.Literal) and not node.is_string:
+        if isinstance(node, exp.Literal) and not node.is_string and not _is_parameter(node):
             return _decimal_literal(node)
         if isinstance(node, exp.Div):
             node.set("typed", True)  # plain '/', never a float cast
             node.set("safe", False)
-        if isinstance(node, (exp.Div, exp.Mod)):
-            node.set("expression", _null_if_zero(node.expression))
         if isinstance(node, exp.DataType):
             node.set("nullable", False)
         if isinstance(node, exp.Cast):
@@ -243,19 +256,17 @@ def compile_custom_expression(
 
     tree = tree.transform(rewrite, copy=True)
     # innermost first: a replaced node's operands may hold another one
-    for node in reversed(list(tree.find_all(exp.Cast, exp.Div, exp.Mod))):
-        if isinstance(node, exp.Div):
-            replacement = _rounded_quotient(node)
-        elif isinstance(node, exp.Mod):
-            replacement = _remainder(node)
-        elif node.meta.get("written"):
-            replacement = _rounded_cast(node)
-        else:
+    for node in reversed(list(tree.find_all(*_REWRITTEN_NODES))):
+        replacement = _decimal_safe(node)
+        if replacement is None:
             continue
         if node is tree:
             tree = replacement
         else:
             node.replace(replacement)
+    if not isinstance(tree.unnest(), _TRUTH_VALUES + (exp.Lower, exp.Upper)):
+        # the event's value, as the metric sums it
+        tree = _bounded(exp.Round(this=tree, decimals=exp.Literal.number(VALUE_PLACES)))
     sql = tree.sql(dialect=dialect)
     for name, replacement in replacements.items():
         if name not in sql:  # pragma: no cover - generator invariant
@@ -275,9 +286,16 @@ _INTEGER_RANGES: dict[exp.DataType.Type, tuple[int, int]] = {
 # CAST(x AS DECIMAL) without (precision, scale): the scale of the property values
 BARE_DECIMAL = (38, 12)
 MAX_DECIMAL_PRECISION = 38
-# a quotient's places, and the dividend's (and a remainder's operands') before it
-QUOTIENT_PLACES = 12
+# an event's value, a quotient and a product's factors keep 12 places; a quotient's
+# dividend and divisor and a remainder's operands are taken at 24 first
+VALUE_PLACES = 12
+QUOTIENT_PLACES = VALUE_PLACES
 QUOTIENT_WORKING_PLACES = 24
+# Every sum, difference, product, quotient and cast -- and the event's value -- is null
+# from this magnitude on: PostgreSQL's numeric(38, 12) holds no more, and ClickHouse's
+# Decimal256 wraps silently past 76 digits (five factors near 10^4 at scale 12 did).
+# Bounded operands at 12 places keep every product below 10^76.
+VALUE_BOUND = Decimal(10) ** PROPERTY_INTEGER_DIGITS
 # expressions whose value is true, false or null
 _TRUTH_VALUES = (exp.Predicate, exp.Connector, exp.Not, exp.Boolean)
 
@@ -299,10 +317,13 @@ def _decimal_parameters(metric_code: str, data_type: exp.DataType) -> tuple[int,
     values = [int(p.this) if isinstance(p, exp.Literal) and not p.is_string and p.this.isdigit() else None
               for p in params]
     precision, scale = (values + [0])[:2] if len(values) <= 2 else (None, None)
-    if precision is None or scale is None or not (1 <= precision <= MAX_DECIMAL_PRECISION and scale <= precision):
+    if precision is None or scale is None or not (
+        1 <= precision <= MAX_DECIMAL_PRECISION and scale <= min(precision, PROPERTY_DECIMAL_PLACES)
+    ):
         raise CustomExpressionError(
             metric_code, data_type.sql(),
-            f"DECIMAL(precision, scale) needs 1 <= precision <= {MAX_DECIMAL_PRECISION} and scale <= precision",
+            f"DECIMAL(precision, scale) needs 1 <= precision <= {MAX_DECIMAL_PRECISION} and "
+            f"scale <= precision, scale <= {PROPERTY_DECIMAL_PLACES} (units keep {PROPERTY_DECIMAL_PLACES} places)",
         )
     return precision, scale
 
@@ -341,13 +362,15 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
             exp.If(this=operand.copy(), true=exp.Literal.number(1)),
             exp.If(this=exp.Not(this=exp.Paren(this=operand.copy())), true=exp.Literal.number(0)),
         ])
-        return exp.Cast(this=as_number, to=_nullable(cast.to))
+        return exp.Cast(this=as_number, to=_nullable(_decimal_target(cast.to)))
     if isinstance(operand, exp.Literal) and operand.is_string:
         operand = _decimal_constant(_number(operand.this) or Decimal(0))
     target = cast.to
     if target.this in _INTEGER_RANGES:
         low, high = _INTEGER_RANGES[target.this]
         scale = 0
+        largest = Decimal(high)
+        target = _decimal_target(target)
         in_range = exp.and_(
             exp.GT(this=operand.copy(), expression=_decimal_constant(low - Decimal("0.5"))),
             exp.LT(this=operand.copy(), expression=_decimal_constant(high + Decimal("0.5"))),
@@ -357,40 +380,192 @@ def _rounded_cast(cast: exp.Cast) -> exp.Expression:
         target = exp.DataType.build(f"DECIMAL({precision}, {scale})")
         with localcontext() as exact:
             exact.prec = 100
-            limit = Decimal(10) ** (precision - scale) - Decimal(5) * Decimal(10) ** (-scale - 1)
+            limit = min(Decimal(10) ** (precision - scale), VALUE_BOUND) - Decimal(5) * Decimal(10) ** (-scale - 1)
+            largest = Decimal(10) ** (precision - scale) - Decimal(10) ** -scale
+        low = -largest
         in_range = exp.LT(this=exp.Abs(this=operand.copy()), expression=_decimal_constant(limit))
-    rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(scale))
+    # clamped to t's range: ClickHouse may compute the cast where the CASE does not take
+    # it (a constant is folded, a null's stored value is any number), and it raises there
+    clamped = exp.Least(
+        this=exp.Greatest(this=operand.copy(), expressions=[_decimal_constant(Decimal(low))]),
+        expressions=[_decimal_constant(Decimal(largest))],
+    )
+    rounded = exp.Round(this=clamped, decimals=exp.Literal.number(scale))
     return exp.Case(ifs=[exp.If(this=in_range, true=exp.Cast(this=rounded, to=_nullable(target)))])
 
 
+_REWRITTEN_NODES: tuple[type[exp.Expression], ...] = (
+    exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Cast, exp.Length,
+    exp.Ceil, exp.Floor, exp.Sign, exp.If, exp.Case, exp.Coalesce,
+)  # fmt: skip
+
+
+def _decimal_safe(node: exp.Expression) -> exp.Expression | None:
+    """What ``node`` (its operands already rewritten) becomes so that both warehouses
+    compute it alike and no value fails a close; None when it is changed in place or
+    stays as it is."""
+    if isinstance(node, exp.Div):
+        return _bounded(_rounded_quotient(node))
+    if isinstance(node, exp.Mod):
+        return _remainder(node)
+    if isinstance(node, exp.Mul):
+        return _bounded(exp.Mul(this=_factor(node.this), expression=_factor(node.expression)))
+    if isinstance(node, (exp.Add, exp.Sub)):
+        return _bounded(node.copy())
+    if isinstance(node, exp.Cast):
+        return _rounded_cast(node) if node.meta.get("written") else None  # else a literal's
+    if isinstance(node, exp.Length):
+        return exp.Cast(this=node.copy(), to=exp.DataType.build("DECIMAL(76, 0)"))
+    if isinstance(node, (exp.Ceil, exp.Floor, exp.Sign)):
+        # of a decimal: PostgreSQL takes an integer's as a double precision
+        if not _is_number_leaf(node.this):
+            node.set("this", _working_decimal(node.this))
+        return None
+    if node.meta.get("numeric"):  # IF, CASE, COALESCE
+        _take_branches_at_24_places(node)
+    return None
+
+
+def _decimal_target(data_type: exp.DataType) -> exp.DataType:
+    """An integer type as DECIMAL(76, 0): ClickHouse's integer arithmetic wraps silently
+    (two BIGINTs add up past 2^63 to a negative number), and PostgreSQL's CEIL, FLOOR and
+    SIGN of an integer are a double precision."""
+    return exp.DataType.build("DECIMAL(76, 0)") if data_type.this in _INTEGER_RANGES else data_type
+
+
 def _rounded_quotient(division: exp.Div) -> exp.Expression:
-    """x / y rounded half away from zero to 12 places, alike on both warehouses: the
-    dividend is taken to 24 places first (ClickHouse divides to the dividend's scale,
-    truncating; PostgreSQL to a scale of its own, rounding)."""
-    quotient = exp.Div(this=_working_decimal(division.this), expression=division.expression.copy())
+    """x / y rounded half away from zero to 12 places, alike on both warehouses: both are
+    taken to 24 places first (ClickHouse divides to the dividend's scale, truncating, and
+    refuses a divisor of a larger scale; PostgreSQL divides to a scale of its own,
+    rounding). A property's or a literal's scale (at most 12) needs no cast as divisor."""
+    divisor = _divisor(
+        division.expression,
+        lambda d: d.copy() if _is_number_leaf(d) else _working_decimal(d),
+    )
+    quotient = exp.Div(this=_working_decimal(division.this), expression=divisor)
     quotient.set("typed", True)
     quotient.set("safe", False)
     return exp.Round(this=quotient, decimals=exp.Literal.number(QUOTIENT_PLACES))
 
 
-def _working_decimal(operand: exp.Expression) -> exp.Expression:
-    working = exp.DataType.build(f"DECIMAL(76, {QUOTIENT_WORKING_PLACES})")
-    return exp.Cast(this=operand.copy(), to=_nullable(working))
-
-
 def _remainder(modulo: exp.Mod) -> exp.Expression:
     """x % y with both operands at 24 places: ClickHouse's decimal modulo is wrong when
     their scales differ (0.001 % 0.002 gives 0) or raises."""
-    return exp.Mod(this=_working_decimal(modulo.this), expression=_working_decimal(modulo.expression))
+    return exp.Mod(this=_working_decimal(modulo.this), expression=_divisor(modulo.expression, _working_decimal))
 
 
-def _null_if_zero(divisor: exp.Expression) -> exp.Expression:
-    """``NULLIF(divisor, 0)``: both warehouses raise on a decimal division or modulo by
-    zero, and one event must not fail every close; the event's value is then NULL, which
-    the metric's sum skips. A non-zero number literal is left as written."""
-    if isinstance(divisor, exp.Literal) and not divisor.is_string and _number(divisor.this) not in (None, 0):
-        return divisor
-    return exp.Nullif(this=divisor, expression=exp.Literal.number(0))
+def _divisor(
+    divisor: exp.Expression, at_24_places: Callable[[exp.Expression], exp.Expression]
+) -> exp.Expression:
+    """The divisor at 24 places, in ``NULLIF(divisor, 0)`` unless it is a non-zero
+    number literal: both warehouses raise on a decimal division or modulo by zero, and
+    one event must not fail every close; the event's value is then NULL, which the
+    metric's sum skips."""
+    scaled = at_24_places(divisor)
+    if _literal_value(divisor) not in (None, 0):
+        return scaled
+    return exp.Nullif(this=scaled, expression=exp.Literal.number(0))
+
+
+def _working_decimal(operand: exp.Expression) -> exp.Expression:
+    """``operand`` as DECIMAL(76, 24): exact, as no value in an expression has more
+    places (properties, literals and casts have at most 12, products 24)."""
+    to = _nullable(exp.DataType.build(f"DECIMAL(76, {QUOTIENT_WORKING_PLACES})"))
+    return exp.Cast(this=operand.copy(), to=to)
+
+
+def _factor(operand: exp.Expression) -> exp.Expression:
+    """A product's factor, rounded half away from zero to 12 places: two bounded factors
+    of 12 places multiply to fewer than 76 digits. A property or a number literal has at
+    most 12 places already."""
+    if _is_number_leaf(operand):
+        return operand.copy()
+    rounded = exp.Round(this=operand.copy(), decimals=exp.Literal.number(VALUE_PLACES))
+    return exp.Cast(this=rounded, to=_nullable(exp.DataType.build(f"DECIMAL(76, {VALUE_PLACES})")))
+
+
+def _literal_value(operand: exp.Expression) -> Decimal | None:
+    """The number a (compiled) number literal holds; None for anything else."""
+    operand = operand.unnest()
+    if isinstance(operand, exp.Cast) and not operand.meta.get("written") and isinstance(operand.this, exp.Literal):
+        return _number(operand.this.this)  # the compiler's CAST('<digits>' AS DECIMAL(76, s))
+    if isinstance(operand, exp.Literal) and not operand.is_string:
+        return _number(operand.this)
+    return None
+
+
+def _is_number_leaf(operand: exp.Expression) -> bool:
+    """A property (a decimal of at most 12 places), the timestamp, or a number literal."""
+    operand = operand.unnest()
+    if isinstance(operand, exp.Neg):
+        operand = operand.this.unnest()
+    return isinstance(operand, exp.Column) or _literal_value(operand) is not None
+
+
+def _branches(conditional: exp.Expression) -> list[exp.Expression]:
+    """The values an IF, a CASE or a COALESCE chooses from (not its conditions)."""
+    if isinstance(conditional, exp.If):
+        candidates = [conditional.args.get("true"), conditional.args.get("false")]
+    elif isinstance(conditional, exp.Case):
+        candidates = [when.args.get("true") for when in conditional.args.get("ifs") or []]
+        candidates.append(conditional.args.get("default"))
+    else:
+        candidates = [conditional.this, *conditional.expressions]
+    return [c for c in candidates if c is not None and not isinstance(c.unnest(), exp.Null)]
+
+
+def _is_integer_literal(node: exp.Expression) -> bool:
+    node = node.unnest()
+    if isinstance(node, exp.Neg):
+        node = node.this.unnest()
+    return isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit()
+
+
+def _is_numeric(node: exp.Expression) -> bool:
+    """Whether a validated (not yet compiled) expression is a number."""
+    node = node.unnest()
+    if isinstance(node, exp.Literal):
+        return not node.is_string
+    if isinstance(node, exp.Column):
+        return bool(node.table) and not _is_text_context(node)
+    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Cast, exp.Round,
+                         exp.Ceil, exp.Floor, exp.Abs, exp.Sign, exp.Length)):
+        return True
+    if isinstance(node, (exp.Greatest, exp.Least, exp.Nullif)):
+        return _is_numeric(node.this)
+    if isinstance(node, (exp.If, exp.Case, exp.Coalesce)):
+        return any(_is_numeric(branch) for branch in _branches(node))
+    return False
+
+
+def _take_branches_at_24_places(conditional: exp.Expression) -> None:
+    """Every value of a numeric IF/CASE/COALESCE (but one choosing between integer
+    literals) as DECIMAL(76, 24): ClickHouse refuses to choose between decimals of
+    different scales (``IF(c, properties.a, 0.5)`` failed every close) and chooses
+    between a decimal and an integer as a Float64. A CASE's WHEN ... THEN are IF nodes
+    of their own; the CASE holds its ELSE."""
+    keys = {exp.If: ("true", "false"), exp.Case: ("default",), exp.Coalesce: ("this", "expressions")}
+    for key in keys[type(conditional)]:
+        value = conditional.args.get(key)
+        if isinstance(value, list):
+            conditional.set(key, [_at_24_places_unless_null(v) for v in value])
+        elif value is not None:
+            conditional.set(key, _at_24_places_unless_null(value))
+
+
+def _at_24_places_unless_null(value: exp.Expression) -> exp.Expression:
+    return value if isinstance(value.unnest(), exp.Null) else _working_decimal(value)
+
+
+def _bounded(value: exp.Expression) -> exp.Expression:
+    """``value``, or null when its magnitude reaches `VALUE_BOUND`, with ``value``
+    written once: NULLIF(NULLIF(LEAST(GREATEST(value, -bound), bound), bound), -bound)."""
+    low, high = _decimal_constant(-VALUE_BOUND), _decimal_constant(VALUE_BOUND)
+    clamped = exp.Least(this=exp.Greatest(this=value, expressions=[low]), expressions=[high])
+    return exp.Nullif(
+        this=exp.Nullif(this=clamped, expression=high.copy()),
+        expression=low.copy(),
+    )
 
 
 def _scan_tokens(metric_code: str, expression: str) -> None:
@@ -512,6 +687,8 @@ def _validate(metric_code: str, tree: exp.Expression) -> None:
             )
         if isinstance(node, exp.Column):
             _validate_column(metric_code, node)
+        elif isinstance(node, exp.Literal) and not node.is_string:
+            _validate_number(metric_code, node)
         elif isinstance(node, exp.Identifier):
             if not isinstance(node.parent, exp.Column):
                 raise CustomExpressionError(
@@ -536,6 +713,21 @@ def _validate(metric_code: str, tree: exp.Expression) -> None:
                 raise CustomExpressionError(
                     metric_code, fragment, "IN accepts only a list of values"
                 )
+
+
+def _validate_number(metric_code: str, literal: exp.Literal) -> None:
+    """A number literal obeys the property values' rule: below 10^26, at most 12 places."""
+    value = _number(literal.this)
+    if value is None:  # pragma: no cover - the tokenizer only yields numbers
+        raise CustomExpressionError(metric_code, literal.sql(), "not a number")
+    exponent = value.as_tuple().exponent
+    places = max(0, -exponent) if isinstance(exponent, int) else 0
+    if abs(value) >= VALUE_BOUND or places > PROPERTY_DECIMAL_PLACES:
+        raise CustomExpressionError(
+            metric_code, literal.sql(),
+            f"a number must be below 10^{PROPERTY_INTEGER_DIGITS} in magnitude with at most "
+            f"{PROPERTY_DECIMAL_PLACES} decimal places (what a property value holds)",
+        )
 
 
 def _validate_column(metric_code: str, col: exp.Column) -> None:
@@ -567,12 +759,19 @@ def _validate_column(metric_code: str, col: exp.Column) -> None:
         )
 
 
+def _is_parameter(literal: exp.Literal) -> bool:
+    """A type's precision or scale, or ROUND's places: an integer, not a value."""
+    return isinstance(literal.parent, exp.DataTypeParam) or (
+        isinstance(literal.parent, exp.Round) and literal.arg_key == "decimals"
+    )
+
+
 def _decimal_literal(node: exp.Literal) -> exp.Expression:
-    text = node.this
-    if re.fullmatch(r"[0-9]+", text):
-        return node.copy()
+    """A number literal as CAST('<digits>' AS DECIMAL(76, <its places>)): ClickHouse reads
+    a fraction or an integer past 20 digits as a Float64 and computes in Decimal128 (which
+    wraps past 38 digits); PostgreSQL's integers raise past 2^31 (100000 * 100000)."""
     try:
-        value = Decimal(text)
+        value = Decimal(node.this)
     except InvalidOperation:  # pragma: no cover - the tokenizer only yields numbers
         return node.copy()
-    return _decimal_cast(value, 38)
+    return _decimal_constant(value)

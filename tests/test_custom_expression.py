@@ -28,54 +28,100 @@ def pg(expression: str, **kw: object) -> str:
     )
 
 
+def bounded(sql: str, dialect: str) -> str:
+    """What the compiler makes of a sum, product or quotient: null from 10^26 on."""
+    nullif, decimal = ("nullIf", "Decimal") if dialect == "clickhouse" else ("NULLIF", "DECIMAL")
+    low, high = (f"CAST('{sign}100000000000000000000000000' AS {decimal}(76, 0))" for sign in ("-", ""))
+    return f"{nullif}({nullif}(LEAST(GREATEST({sql}, {low}), {high}), {high}), {low})"
+
+
+def number(text: str, dialect: str) -> str:
+    """A number literal as the compiler writes it: a decimal of its own places."""
+    places = text.split(".")[1] if "." in text else ""
+    return f"CAST('{text}' AS {'Decimal' if dialect == 'clickhouse' else 'DECIMAL'}(76, {len(places)}))"
+
+
+def value(sql: str, dialect: str) -> str:
+    """An event's value: rounded to 12 places, null from 10^26 on."""
+    return bounded(f"ROUND({sql}, 12)", dialect)
+
+
 def test_property_reference_goes_through_the_hook_in_both_dialects():
-    assert ch("properties.storage_gb * 2") == (
-        "(toDecimal128OrNull(JSONExtractRaw(properties, 'storage_gb'), 12)) * 2"
-    )
-    assert pg("properties.storage_gb * 2") == (
-        "(CAST(properties ->> 'storage_gb' AS NUMERIC)) * 2"
-    )
+    assert ch("properties.storage_gb * 2") == value(bounded(
+        f"(toDecimal128OrNull(JSONExtractRaw(properties, 'storage_gb'), 12)) * {number('2', 'clickhouse')}", "clickhouse"
+    ), "clickhouse")
+    assert pg("properties.storage_gb * 2") == value(bounded(
+        f"(CAST(properties ->> 'storage_gb' AS NUMERIC)) * {number('2', 'postgres')}", "postgres"
+    ), "postgres")
 
 
 def test_fractional_literals_become_decimals_never_float():
-    assert ch("properties.gb * 1.5") == (
+    assert ch("properties.gb * 1.5") == value(bounded(
         "(toDecimal128OrNull(JSONExtractRaw(properties, 'gb'), 12))"
-        " * CAST('1.5' AS Decimal(38, 1))"
-    )
-    assert pg("0.25e1 + 1") == "CAST('2.5' AS DECIMAL(38, 1)) + 1"
+        " * CAST('1.5' AS Decimal(76, 1))", "clickhouse"
+    ), "clickhouse")
+    assert pg("0.25e1 + 1") == value(bounded(f"CAST('2.5' AS DECIMAL(76, 1)) + {number('1', 'postgres')}", "postgres"), "postgres")
+    # an integer of more digits than an Int64 would be a Float64 to ClickHouse (and two
+    # of ten digits would multiply past 2^64)
+    assert ch("properties.gb * 1234567890123456789012") == value(bounded(
+        "(toDecimal128OrNull(JSONExtractRaw(properties, 'gb'), 12))"
+        " * CAST('1234567890123456789012' AS Decimal(76, 0))", "clickhouse"
+    ), "clickhouse")
 
 
 def test_division_is_not_cast_to_float_and_rounds_to_12_places():
-    assert pg("properties.a / 3") == "ROUND(CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(76, 24)) / 3, 12)"
+    assert pg("properties.a / 3") == value(bounded(
+        f"ROUND(CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(76, 24)) / {number('3', 'postgres')}, 12)", "postgres"
+    ), "postgres")
     assert "DOUBLE" not in pg("properties.a / properties.b").upper()
     assert "Float" not in ch("properties.a / properties.b")
 
 
 def test_if_case_and_functions_transpile():
     expr = "IF(properties.cpu > 2, GREATEST(properties.cpu, 4), ROUND(properties.cpu, 2))"
-    assert ch(expr) == (
-        "CASE WHEN (toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)) > 2 "
-        "THEN GREATEST((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), 4) "
-        "ELSE ROUND((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), 2) END"
+    assert ch(expr) == value(
+        f"CASE WHEN (toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)) > {number('2', 'clickhouse')} "
+        "THEN CAST(GREATEST((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), "
+        f"{number('4', 'clickhouse')}) AS Nullable(Decimal(76, 24))) "
+        "ELSE CAST(ROUND((toDecimal128OrNull(JSONExtractRaw(properties, 'cpu'), 12)), 2) AS Nullable(Decimal(76, 24))) END",
+        "clickhouse",
     )
-    assert pg("COALESCE(properties.a, 0) + ABS(CEIL(properties.b)) - FLOOR(1)") == (
-        "COALESCE((CAST(properties ->> 'a' AS NUMERIC)), 0) + "
-        "ABS(CEIL((CAST(properties ->> 'b' AS NUMERIC)))) - FLOOR(1)"
+    # ClickHouse chooses between decimals of different scales not at all, and between a
+    # decimal and an integer as a Float64: every value at 24 places (not 1 or 0 alone)
+    assert ch("COALESCE(properties.a, 0.5)") == value(
+        "COALESCE(CAST((toDecimal128OrNull(JSONExtractRaw(properties, 'a'), 12)) AS Nullable(Decimal(76, 24))), "
+        "CAST(CAST('0.5' AS Decimal(76, 1)) AS Nullable(Decimal(76, 24))))", "clickhouse"
     )
-    assert pg("LEAST(properties.a, 10)") == "LEAST((CAST(properties ->> 'a' AS NUMERIC)), 10)"
+    total = bounded(
+        "COALESCE(CAST((CAST(properties ->> 'a' AS NUMERIC)) AS DECIMAL(76, 24)), "
+        f"CAST({number('0', 'postgres')} AS DECIMAL(76, 24))) + "
+        "ABS(CEIL((CAST(properties ->> 'b' AS NUMERIC))))", "postgres"
+    )
+    assert pg("COALESCE(properties.a, 0) + ABS(CEIL(properties.b)) - FLOOR(1)") == value(
+        bounded(f"{total} - FLOOR({number('1', 'postgres')})", "postgres"), "postgres"
+    )
+    assert pg("LEAST(properties.a, 10)") == value(
+        f"LEAST((CAST(properties ->> 'a' AS NUMERIC)), {number('10', 'postgres')})", "postgres"
+    )
 
 
 def test_a_cast_of_a_missing_property_is_null_in_clickhouse_not_an_error():
     assert "AS Nullable(Decimal(38, 12)))" in ch("CAST(properties.a AS DECIMAL(38, 12))")
-    assert "AS Nullable(Int64))" in ch("properties.a::bigint")
+    # an integer type is computed as a decimal of no places: ClickHouse's integers wrap
+    assert "AS Nullable(Decimal(76, 0)))" in ch("properties.a::bigint")
 
 
 def test_a_cast_rounds_to_its_scale_and_is_null_out_of_its_range():
     # PostgreSQL's cast rounds and ClickHouse's truncates; both raise out of range
-    assert pg("CAST(properties.a AS DECIMAL(5, 2))") == (
+    # the cast's operand is clamped to the type's range too: ClickHouse may compute the
+    # cast where the CASE does not take it (a folded constant), and raise there
+    assert pg("CAST(properties.a AS DECIMAL(5, 2))") == value(
         "CASE WHEN ABS((CAST(properties ->> 'a' AS NUMERIC))) < CAST('999.995' AS DECIMAL(76, 3))"
-        " THEN CAST(ROUND((CAST(properties ->> 'a' AS NUMERIC)), 2) AS DECIMAL(5, 2)) END"
+        " THEN CAST(ROUND(LEAST(GREATEST((CAST(properties ->> 'a' AS NUMERIC)), CAST('-999.99' AS DECIMAL(76, 2))),"
+        " CAST('999.99' AS DECIMAL(76, 2))), 2) AS DECIMAL(5, 2)) END", "postgres"
     )
+    # no cast yields 10^26 or more, whatever its type holds
+    assert "CAST('99999999999999999999999999.5' AS DECIMAL(76, 1))" in pg("CAST(properties.a AS DECIMAL(38, 0))")
     assert "ROUND(" in ch("CAST(properties.a AS SMALLINT)") and "'32767.5'" in ch("CAST(properties.a AS SMALLINT)")
     with pytest.raises(CustomExpressionError, match="numbers only"):
         ch("CAST(timestamp AS BIGINT)")
@@ -88,23 +134,26 @@ def test_property_used_as_text_goes_through_the_text_hook():
         "CASE WHEN properties.region = 'eu' THEN 1 ELSE 0 END",
         property_text_sql=lambda k: f"JSONExtractString(properties, '{k}')",
     )
-    assert out == (
-        "CASE WHEN (JSONExtractString(properties, 'region')) = 'eu' THEN 1 ELSE 0 END"
+    assert out == value(
+        f"CASE WHEN (JSONExtractString(properties, 'region')) = 'eu' THEN {number('1', 'clickhouse')} "
+        f"ELSE {number('0', 'clickhouse')} END", "clickhouse"
     )
-    assert pg("LENGTH(LOWER(properties.name))") == (
-        "LENGTH(LOWER(((properties ->> 'name'))))"
+    assert pg("LENGTH(LOWER(properties.name))") == value(
+        "CAST(LENGTH(LOWER(((properties ->> 'name')))) AS DECIMAL(76, 0))", "postgres"
     )
 
 
 def test_quoted_property_keys_and_timestamp_field():
-    assert pg('properties."gb-month" + 1') == (
-        "(CAST(properties ->> 'gb-month' AS NUMERIC)) + 1"
+    one, zero = (number(n, "postgres") for n in ("1", "0"))
+    assert pg('properties."gb-month" + 1') == value(bounded(
+        f"(CAST(properties ->> 'gb-month' AS NUMERIC)) + {one}", "postgres"
+    ), "postgres")
+    assert pg("CASE WHEN timestamp >= '2026-01-01' THEN 1 ELSE 0 END") == value(
+        f"CASE WHEN \"timestamp\" >= '2026-01-01' THEN {one} ELSE {zero} END", "postgres"
     )
-    assert pg("CASE WHEN timestamp >= '2026-01-01' THEN 1 ELSE 0 END") == (
-        "CASE WHEN \"timestamp\" >= '2026-01-01' THEN 1 ELSE 0 END"
-    )
-    assert ch("IF(timestamp < '2026-01-01', 1, 2)", timestamp_sql="ts") == (
-        "CASE WHEN ts < '2026-01-01' THEN 1 ELSE 2 END"
+    assert ch("IF(timestamp < '2026-01-01', 1, 2)", timestamp_sql="ts") == value(
+        f"CASE WHEN ts < '2026-01-01' THEN {number('1', 'clickhouse')} ELSE {number('2', 'clickhouse')} END",
+        "clickhouse",
     )
 
 
@@ -149,6 +198,9 @@ def test_compiled_clickhouse_expression_runs_and_stays_decimal():
         ("properties.\"it's\"", "property keys must match", "it's"),
         ("properties.a +", "cannot parse", "+"),
         ("?", "placeholders", "?"),
+        ("properties.a * 100000000000000000000000000", "below 10^26", "100000000000000000000000000"),
+        ("properties.a * 1e26", "below 10^26", "1e26"),
+        ("properties.a * 0.0000000000001", "at most 12 decimal places", "0.0000000000001"),
         ("", "empty expression", ""),
     ],
 )
@@ -166,8 +218,8 @@ def test_rejected_expressions_name_the_metric_and_the_offending_part(
 
 
 def test_string_literals_may_contain_sql_keywords():
-    assert pg("CASE WHEN properties.k = 'select * from t; drop' THEN 1 ELSE 0 END").startswith(
-        "CASE WHEN ((properties ->> 'k')) = 'select * from t; drop'"
+    assert "CASE WHEN ((properties ->> 'k')) = 'select * from t; drop' THEN" in pg(
+        "CASE WHEN properties.k = 'select * from t; drop' THEN 1 ELSE 0 END"
     )
 
 
@@ -189,14 +241,21 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         "rounded": "CAST(properties.v AS INT) + CAST(properties.v AS DECIMAL(4, 1))",
         "product": "properties.a * properties.b",
         "flag": "CAST((properties.v > 1) AS INT) + CAST(properties.v > 1 AND properties.v < 3 AS SMALLINT)",
+        # failed every ClickHouse close (IF between decimals of different scales)
+        "choice": "IF(properties.v > 1, properties.v * 1.5, 0.25)",
+        # ClickHouse's Decimal256 wrapped to a wrong number past 76 digits, and its BIGINTs
+        # past 2^63
+        "wide": "properties.a * properties.a * properties.a * properties.a * properties.a",
+        "big": "CAST(properties.n AS BIGINT) + CAST(properties.n AS BIGINT)",
     }
+    rates = {"wide": "0.000001", "big": "0.000001"}
     document = {
         "as_of": "2026-12-01T00:00:00Z",
         "billable_metrics": [{"code": code, "aggregation_type": "custom_agg", "expression": expression}
                              for code, expression in expressions.items()],
         "plans": [{"code": code, "interval": "monthly", "amount_cents": 0, "amount_currency": "EUR",
                    "charges": [{"billable_metric_code": code, "charge_model": "standard",
-                                "properties": {"amount": "1"}}]} for code in expressions],
+                                "properties": {"amount": rates.get(code, "1")}}]} for code in expressions],
         "customers": [{"external_id": f"cus_{code}", "currency": "EUR"} for code in expressions],
         "subscriptions": [{"external_id": code, "external_customer_id": f"cus_{code}", "plan_code": code,
                            "subscription_at": "2026-11-01T00:00:00Z"} for code in expressions],
@@ -217,9 +276,15 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         event(0, "flag", {"v": 2}),  # 1 + 1
         event(1, "flag", {"v": 5}),  # 1 + 0
         event(2, "flag", {"v": 0}),  # 0 + 0
+        event(0, "choice", {"v": "2"}),  # 3
+        event(1, "choice", {"v": "0"}),  # 0.25
+        event(0, "wide", {"a": "3000.5"}),  # 3000.5^5
+        event(1, "wide", {"a": "1000000"}),  # 10^30: past 10^26, no value
+        event(0, "big", {"n": "9000000000000000000"}),  # 1.8 * 10^19
     ]
     invoices = invoices_as_json(simulate(Scenario("arithmetic.yml", parse_instant(document["as_of"]), document, events),
                                          warehouse_target=target))["invoices"]
     units = {fee["external_subscription_id"]: fee["units"]
              for invoice in invoices for fee in invoice["fees"] if fee["kind"] == "charge"}
-    assert units == {"rate": "4.5", "rounded": "1.2", "product": "6.000000000001", "flag": "3"}
+    assert units == {"rate": "4.5", "rounded": "1.2", "product": "6.000000000001", "flag": "3",
+                     "choice": "3.25", "wide": "243202567511250937.53125", "big": "18000000000000000000"}
