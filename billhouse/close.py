@@ -22,6 +22,7 @@ exactly once (see docs/billing-clock.md).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from invoicing.stripe_gateway import StripeGateway
 from invoicing.termination_credits import credit_unused_subscription_days, read_subscription_ends
 from invoicing.webhooks import DeliveryReport, deliver_webhooks, list_webhook_endpoints
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class CloseReport:
@@ -62,6 +65,8 @@ class CloseReport:
     webhooks: DeliveryReport | None = None
     # credit notes for the unused days of fees billed before a termination was known
     credit_notes: list[CreditNote] = field(default_factory=list)
+    # drafts not issued: a fee out of range (InvoiceDraft.held_reason)
+    held: list[InvoiceDraft] = field(default_factory=list)
 
     @property
     def created(self) -> list[FinalizedInvoice]:
@@ -142,6 +147,10 @@ def finish_close(
         drafts = read_invoice_drafts(warehouse)
         subscription_ends = read_subscription_ends(warehouse)
     report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
+    report.held = [draft for draft in drafts if draft.held_reason]
+    for draft in report.held:
+        log.warning("held, not issued: %s", held_summary(draft))
+    drafts = [draft for draft in drafts if not draft.held_reason]
     with ledger(settings) as conn:
         migrate(conn)
         if terms is not None:  # coupons, taxes, wallets from the catalog (idempotent)
@@ -165,6 +174,11 @@ def finish_close(
         report.dbt_summary += f"; finance: {refresh_finance(settings, as_of_utc).dbt_summary}"
     # -- issue 7 (end)
     return report
+
+
+def held_summary(draft: InvoiceDraft) -> str:
+    """One line on a held draft: which invoice (customer/currency/issuing date), and why."""
+    return f"invoice {draft.invoice_key}: {draft.held_reason}"
 
 
 BILLED_FEES_TABLE = f"{RAW_SCHEMA}.{BILLED_FEES.name}"

@@ -66,6 +66,8 @@ class InvoiceDraft:
     fees: tuple[DraftFee, ...] = field(default_factory=tuple)
     invoice_type: str = "subscription"  # "subscription" | "one_off" (add-ons only)
     events_read: EventsRead | None = None  # None on PostgreSQL
+    # why the close holds this draft instead of issuing it (a fee out of range), or None
+    held_reason: str | None = None
 
 
 class DraftSource(Protocol):
@@ -115,6 +117,7 @@ def read_invoice_drafts(source: DraftSource, schema: str = "billhouse") -> list[
                 total_cents=int(row["total_cents"]),
                 fees=tuple(fees_by_invoice.get(row["invoice_key"], ())),
                 events_read=_events_read(row),
+                held_reason=row.get("held_reason") or None,
             )
         )
     from invoicing.commitments import add_commitment_true_ups

@@ -61,7 +61,7 @@ from dagster import (
 )
 from dagster_dbt import DbtProject, dbt_assets
 
-from billhouse.close import close_variables, finish_close
+from billhouse.close import close_variables, finish_close, held_summary
 from billhouse.errors import BillhouseError
 from billhouse.dbt_runner import run_dbt
 from billhouse.settings import PROJECT_DIR, Settings
@@ -253,6 +253,8 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         day, tz_name = partition_of(context)
         _, as_of = checked_close_window(day, tz_name)
         report = finish_close(settings, as_of, "dagster")
+        for draft in report.held:
+            context.log.warning(f"held, not issued: {held_summary(draft)}")
         for number, fee in report.adjustments:
             context.log.warning(
                 f"{number}: late-usage adjustment {fee.amount_cents} for {fee.external_subscription_id} "
@@ -265,6 +267,7 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
                 "created_numbers": ", ".join(i.number for i in report.created),
                 "late_adjustments": len(report.adjustments),
                 "termination_credit_notes": ", ".join(note.number for note in report.credit_notes),
+                "held": ", ".join(draft.invoice_key for draft in report.held),
             }
         )
 

@@ -59,8 +59,9 @@ CASES: list[Case] = [
     Case("std_tiny", "standard", {"amount": "0.5"}, ("0.001",), 0),  # 0.0005 -> 0
     Case("std_huge", "standard", {"amount": "0.5"}, ("1000000",), 50_000_000),  # 500 000
     Case("std_half_cent", "standard", {"amount": "0.015"}, ("1",), 2),  # 0.015 -> 2 (half-up)
-    # 10^13 units x 1000 = 10^16 EUR: past Decimal128 range for the product (must not overflow)
-    Case("std_enormous", "standard", {"amount": "1000"}, ("10000000000000",), 10**18),
+    # 10^12 units x 1000 = 10^15 EUR: past Decimal128 range for the product (must not
+    # overflow); 10^18 minor units or more would hold the invoice (test_held_invoices)
+    Case("std_enormous", "standard", {"amount": "1000"}, ("1000000000000",), 10**17),
     # graduated: 0-100 @0.01 +1 | 101-200 @0.005 +2 | 201+ @0.001
     Case("grad_zero", "graduated", GRADUATED, (), 100),  # first flat even at 0
     Case("grad_at_to_value", "graduated", GRADUATED, ("100",), 200),  # 1 + 1
