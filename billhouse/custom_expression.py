@@ -41,7 +41,7 @@ rounds half away from zero to the type's scale and is null out of the type's ran
 
 Bounds: a number literal is below 10^26 with at most 12 places, as a property value;
 every sum, difference, product, quotient and cast -- and the event's value, rounded to
-12 places -- is null from 10^26 on (PostgreSQL's numeric(38, 12) holds no more), and a
+12 places -- is null from 10^26 on (no property value reaches it either), and a
 product's factors are taken at 12 places, so ClickHouse's Decimal256 never passes its
 76 digits (where it wraps silently). The values an IF, CASE or COALESCE chooses from
 are taken as DECIMAL(76, 24) (ClickHouse refuses to choose between decimal scales).
@@ -292,8 +292,8 @@ VALUE_PLACES = 12
 QUOTIENT_PLACES = VALUE_PLACES
 QUOTIENT_WORKING_PLACES = 24
 # Every sum, difference, product, quotient and cast -- and the event's value -- is null
-# from this magnitude on: PostgreSQL's numeric(38, 12) holds no more, and ClickHouse's
-# Decimal256 wraps silently past 76 digits (five factors near 10^4 at scale 12 did).
+# from this magnitude on, the property values' bound: ClickHouse's Decimal256 wraps
+# silently past 76 digits (five factors near 10^4 at scale 12 did).
 # Bounded operands at 12 places keep every product below 10^76.
 VALUE_BOUND = Decimal(10) ** PROPERTY_INTEGER_DIGITS
 # expressions whose value is true, false or null

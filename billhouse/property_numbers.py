@@ -19,7 +19,8 @@ from typing import Any
 # (ClickHouse) and a POSIX (PostgreSQL) pattern; macros/event_properties.sql repeats it.
 NUMERIC_TEXT_PATTERN = "^ *[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][-+]?[0-9]+)? *$"
 PROPERTY_DECIMAL_PLACES = 12
-# PostgreSQL's decimal here, numeric(38, 12), holds 26 digits before the point.
+# ClickHouse reads a property as a Decimal128 of 12 places (toDecimal128OrNull): 26 digits
+# before the point; PostgreSQL reads it the same way.
 PROPERTY_INTEGER_DIGITS = 26
 PROPERTY_MAGNITUDE_LIMIT = Decimal(10) ** PROPERTY_INTEGER_DIGITS
 

@@ -43,8 +43,8 @@ def clickhouse_decimal_of_raw_json(raw_value: str) -> str:
     string's quotes and spaces around the number trimmed), null if none: the rule of
     billhouse/property_numbers.py and of the `property_decimal` macro. The pattern check
     comes first: toDecimal128OrNull alone reads '1.2.3' as 1.23 and '.' or 'e5' as 0.
-    Decimal128 with 12 places holds what PostgreSQL's numeric(38, 12) holds (below
-    10^26): a larger number is null, as there."""
+    Decimal128 with 12 places holds numbers below 10^26: a larger number is null, as on
+    PostgreSQL."""
     trimmed = f"trimBoth({raw_value}, '\" ')"
     return (
         f"if(match({trimmed}, '{NUMERIC_TEXT_PATTERN}'),"

@@ -29,8 +29,8 @@
     reading it, docs/performance.md): the raw value with the quotes of a string (and
     spaces around the number) trimmed, checked against the pattern (toDecimal128OrNull
     alone reads '1.2.3' as 1.23 and '.' as 0), read to 12 places (further digits
-    dropped) below 10^26 (Decimal128's range with 12 places, PostgreSQL's numeric(38, 12):
-    a larger number is null on both). Exact for what ingestion stores: every non-integer number as
+    dropped) below 10^26 (Decimal128's range with 12 places: a larger number is null, on
+    PostgreSQL too). Exact for what ingestion stores: every non-integer number as
     a decimal string (ingestion/decoding.py), and a numeric string never holds a JSON
     escape (only `"`, `\` and control or non-ASCII characters are escaped). The same
     expression as raw_tables.clickhouse_decimal_of_raw_json (the stored numbers). -#}

@@ -3,13 +3,16 @@
     ClickHouse computes in Decimal256: the product of two 12-scale decimals has scale 24,
     and Decimal128 arithmetic overflows silently (no error, a wrong number) once a
     product passes 10^14 — a 10^12-unit bill at 1000 per unit would be garbage.
+    PostgreSQL's numeric has the same 76 digits, so that both hold the same units and
+    amounts (with 38, a period's units of 10^26 raised there and failed every close;
+    an amount past 10^18 minor units holds its invoice on both: to_minor_units).
 -#}
 {% macro decimal_type() -%}
     {{ return(adapter.dispatch('decimal_type', 'billhouse')()) }}
 {%- endmacro %}
 
 {% macro default__decimal_type() -%}
-    numeric(38, 12)
+    numeric(76, 12)
 {%- endmacro %}
 
 {% macro clickhouse__decimal_type() -%}

@@ -24,14 +24,16 @@ from billhouse.ledger_connection import ledger, stop_ledger
 from billhouse.settings import Settings
 from invoicing.ledger import FinalizedInvoice, list_invoices
 
-# subscription -> (customer, GB of its only event): the last fee below 10^18 cents, a fee
-# at the bound, a nanosecond timestamp sent as gigabytes, two fees adding up past it
+# subscription -> (customer, GB of each event): the last fee below 10^18 cents, a fee at
+# the bound, a nanosecond timestamp sent as gigabytes, two fees adding up past it, units
+# past 10^26 (which PostgreSQL's numeric(38, 12) could not hold)
 SUBSCRIPTIONS = {
-    "below": ("cus_below", "9999999999999999.99"),
-    "bound": ("cus_bound", "10000000000000000"),
-    "absurd": ("cus_absurd", "1732694400000000000"),
-    "half_1": ("cus_sum", "6000000000000000"),
-    "half_2": ("cus_sum", "6000000000000000"),
+    "below": ("cus_below", ["9999999999999999.99"]),
+    "bound": ("cus_bound", ["10000000000000000"]),
+    "absurd": ("cus_absurd", ["1732694400000000000"]),
+    "half_1": ("cus_sum", ["6000000000000000"]),
+    "half_2": ("cus_sum", ["6000000000000000"]),
+    "units": ("cus_units", ["90000000000000000000000000"] * 3),
 }
 
 CATALOG = {
@@ -44,8 +46,9 @@ CATALOG = {
     "subscriptions": [{"external_id": name, "external_customer_id": customer, "plan_code": "p",
                        "subscription_at": "2026-10-01T00:00:00Z"} for name, (customer, _) in SUBSCRIPTIONS.items()],
 }
-EVENTS = [{"transaction_id": f"t_{name}", "external_subscription_id": name, "code": "gb",
-           "timestamp": "2026-10-05T10:00:00Z", "properties": {"gb": gb}} for name, (_, gb) in SUBSCRIPTIONS.items()]
+EVENTS = [{"transaction_id": f"t_{name}_{n}", "external_subscription_id": name, "code": "gb",
+           "timestamp": "2026-10-05T10:00:00Z", "properties": {"gb": gb}}
+          for name, (_, gigabytes) in SUBSCRIPTIONS.items() for n, gb in enumerate(gigabytes)]
 
 
 @dataclass(frozen=True)
@@ -77,5 +80,6 @@ def test_the_close_reports_each_held_invoice_and_why(closed: Closed) -> None:
     assert {draft.invoice_key: draft.held_reason for draft in closed.report.held} == {
         "cus_bound/EUR/2026-11-01": fee,
         "cus_absurd/EUR/2026-11-01": fee,
+        "cus_units/EUR/2026-11-01": fee,
         "cus_sum/EUR/2026-11-01": "its fees add up to 1000000000000000000 minor units or more",
     }
