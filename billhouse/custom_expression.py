@@ -265,8 +265,12 @@ def compile_custom_expression(
         else:
             node.replace(replacement)
     if not isinstance(tree.unnest(), _TRUTH_VALUES + (exp.Lower, exp.Upper)):
-        # the event's value, as the metric sums it
-        tree = _bounded(exp.Round(this=tree, decimals=exp.Literal.number(VALUE_PLACES)))
+        # the event's value, as the metric sums it (its own bound makes the outermost
+        # operation's redundant: rounding cannot take an unbounded value out of range)
+        value = tree.meta.get("bounded", tree)
+        if not value.meta.get("places") == VALUE_PLACES:  # a quotient is rounded already
+            value = exp.Round(this=value, decimals=exp.Literal.number(VALUE_PLACES))
+        tree = _bounded(value)
     sql = tree.sql(dialect=dialect)
     for name, replacement in replacements.items():
         if name not in sql:  # pragma: no cover - generator invariant
@@ -445,7 +449,9 @@ def _rounded_quotient(division: exp.Div) -> exp.Expression:
     quotient = exp.Div(this=_working_decimal(division.this), expression=divisor)
     quotient.set("typed", True)
     quotient.set("safe", False)
-    return exp.Round(this=quotient, decimals=exp.Literal.number(QUOTIENT_PLACES))
+    rounded = exp.Round(this=quotient, decimals=exp.Literal.number(QUOTIENT_PLACES))
+    rounded.meta["places"] = QUOTIENT_PLACES
+    return rounded
 
 
 def _remainder(modulo: exp.Mod) -> exp.Expression:
@@ -562,10 +568,12 @@ def _bounded(value: exp.Expression) -> exp.Expression:
     written once: NULLIF(NULLIF(LEAST(GREATEST(value, -bound), bound), bound), -bound)."""
     low, high = _decimal_constant(-VALUE_BOUND), _decimal_constant(VALUE_BOUND)
     clamped = exp.Least(this=exp.Greatest(this=value, expressions=[low]), expressions=[high])
-    return exp.Nullif(
+    bounded = exp.Nullif(
         this=exp.Nullif(this=clamped, expression=high.copy()),
         expression=low.copy(),
     )
+    bounded.meta["bounded"] = value
+    return bounded
 
 
 def _scan_tokens(metric_code: str, expression: str) -> None:
