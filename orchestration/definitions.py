@@ -38,6 +38,9 @@ from zoneinfo import ZoneInfo
 from clickhouse_connect.driver.exceptions import ProgrammingError
 from dagster import (
     AddDynamicPartitionsRequest,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     DagsterInstance,
@@ -72,6 +75,8 @@ from orchestration.dbt_build import dbt_build_events
 PARTITIONS_START = "2024-01-01"
 TIMEZONE_PARTITIONS = DynamicPartitionsDefinition(name="customer_timezone")
 CLOSE_SENSOR_NAME = "close_timezones"
+# the invoices asset's check: no draft of the close held (a fee out of range)
+NO_HELD_INVOICES_CHECK = "no_held_invoices"
 CLOSE_SENSOR_INTERVAL_SECONDS = 5 * 60
 # A day is closed once it has been over for this long in its timezone (the events of its
 # last minutes arrive), i.e. from 00:05 local time, like the former per-timezone schedules.
@@ -248,6 +253,11 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         deps=[AssetKey("fct_invoice_drafts")],
         partitions_def=partitions,
         description="Invoice drafts of the close finalized into the ledger (numbers, PDFs).",
+        check_specs=[AssetCheckSpec(
+            NO_HELD_INVOICES_CHECK, asset="invoices",
+            description="Every draft of the close was issued: none held for a fee out of range "
+                        "(docs/operations.md, Held invoices).",
+        )],
     )
     def invoices(context: AssetExecutionContext) -> MaterializeResult:
         day, tz_name = partition_of(context)
@@ -268,7 +278,13 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
                 "late_adjustments": len(report.adjustments),
                 "termination_credit_notes": ", ".join(note.number for note in report.credit_notes),
                 "held": ", ".join(draft.invoice_key for draft in report.held),
-            }
+            },
+            check_results=[AssetCheckResult(
+                check_name=NO_HELD_INVOICES_CHECK,
+                passed=not report.held,
+                severity=AssetCheckSeverity.WARN,  # the other invoices were issued
+                metadata={"held": "; ".join(held_summary(draft) for draft in report.held)},
+            )],
         )
 
     close_job = define_asset_job("close", partitions_def=partitions)

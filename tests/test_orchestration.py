@@ -41,7 +41,13 @@ from billhouse.raw_tables import CUSTOMERS
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 from invoicing.ledger import list_invoices
-from orchestration.definitions import CLOSE_SENSOR_NAME, TIMEZONE_PARTITIONS, build_definitions, close_window
+from orchestration.definitions import (
+    CLOSE_SENSOR_NAME,
+    NO_HELD_INVOICES_CHECK,
+    TIMEZONE_PARTITIONS,
+    build_definitions,
+    close_window,
+)
 
 KIRI, UTC, PAGO = "Pacific/Kiritimati", "UTC", "Pacific/Pago_Pago"
 
@@ -177,7 +183,7 @@ def test_the_invoice_drafts_data_tests_are_asset_checks_from_any_working_directo
         if node["resource_type"] == "test" and node["original_file_path"].startswith("models/billing/")
     }
     assert {"unique_fct_invoice_drafts_invoice_key", "not_null_fct_invoice_draft_fees_amount_cents"} <= drafts_tests
-    assert checks == drafts_tests
+    assert checks == drafts_tests | {NO_HELD_INVOICES_CHECK}
 
 
 def test_the_first_tick_adds_the_store_timezones_and_closes_the_last_day_ended_in_each(
@@ -358,7 +364,11 @@ def test_materializing_a_close_invoices_once(orchestrated: Orchestrated) -> None
     # sensor added: only the UTC customer's August invoice (Kiritimati closes its August
     # at its own midnight, another partition).
     assert "UTC" in orchestrated.instance.get_dynamic_partitions("customer_timezone")
-    assert orchestrated.close("2026-08-31", "UTC").success
+    result = orchestrated.close("2026-08-31", "UTC")
+    assert result.success
+    # no draft held (a fee out of range would fail this check, as a warning)
+    held_check = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}[NO_HELD_INVOICES_CHECK]
+    assert held_check is True
     [august] = orchestrated.invoices()
     assert august.external_customer_id == "cus_utc"
     assert august.issuing_date == date(2026, 9, 1)
