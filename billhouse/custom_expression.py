@@ -223,6 +223,7 @@ def compile_custom_expression(
     _scan_tokens(metric_code, expression)
     tree = _parse_single(metric_code, expression)
     _validate(metric_code, tree)
+    _check_kinds(metric_code, tree)
 
     for conditional in tree.find_all(exp.If, exp.Case, exp.Coalesce):
         branches = _branches(conditional)
@@ -721,6 +722,120 @@ def _validate(metric_code: str, tree: exp.Expression) -> None:
                 raise CustomExpressionError(
                     metric_code, fragment, "IN accepts only a list of values"
                 )
+
+
+# --------------------------------------------------------------------------- kinds
+
+# What an expression is: both warehouses raise, at every close, on an operation over the
+# wrong kind (a number plus text, a number compared with text, a boolean summed on
+# PostgreSQL), so such an expression is refused when the catalog loads.
+NUMBER, TEXT, BOOLEAN, TIMESTAMP, NULL = "a number", "text", "a condition", "the timestamp", "null"
+_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)
+_NUMBER_FUNCTIONS = (exp.Round, exp.Ceil, exp.Floor, exp.Abs, exp.Sign)
+
+
+def _check_kinds(metric_code: str, tree: exp.Expression) -> None:
+    kind = _kind(metric_code, tree)
+    if kind == BOOLEAN:
+        raise CustomExpressionError(
+            metric_code, tree.sql(),
+            "the expression is a condition; the metric sums numbers (CAST(... AS INT) counts it as 1 or 0)",
+        )
+    if kind not in (NUMBER, NULL):
+        raise CustomExpressionError(metric_code, tree.sql(), f"the expression is {kind}; the metric sums numbers")
+
+
+def _kind(metric_code: str, node: exp.Expression) -> str:
+    """The kind of a validated expression; raises where an operand has the wrong one."""
+
+    def need(operand: exp.Expression, *kinds: str) -> str:
+        found = _kind(metric_code, operand)
+        if found != NULL and found not in kinds:
+            raise CustomExpressionError(
+                metric_code, node.sql(), f"{' or '.join(kinds)} is needed where {operand.sql()} is {found}"
+            )
+        return found
+
+    def alike(*operands: exp.Expression) -> str:
+        kinds = [_kind(metric_code, operand) for operand in operands]
+        present = {kind for kind in kinds if kind != NULL}
+        if present <= {TIMESTAMP, TEXT} and TIMESTAMP in present:
+            return TIMESTAMP  # the timestamp against a date or time written as text
+        if len(present) > 1:
+            shown = ", ".join(f"{operand.sql()} is {kind}" for operand, kind in zip(operands, kinds))
+            raise CustomExpressionError(metric_code, node.sql(), f"operands of different kinds: {shown}")
+        return present.pop() if present else NULL
+
+    if isinstance(node, exp.Paren):
+        return _kind(metric_code, node.this)
+    if isinstance(node, exp.Null):
+        return NULL
+    if isinstance(node, exp.Boolean):
+        return BOOLEAN
+    if isinstance(node, exp.Literal):
+        return TEXT if node.is_string else NUMBER
+    if isinstance(node, exp.Column):
+        if not node.table:
+            return TIMESTAMP
+        return TEXT if _is_text_context(node) else NUMBER
+    if isinstance(node, _ARITHMETIC):
+        need(node.this, NUMBER)
+        need(node.expression, NUMBER)
+        return NUMBER
+    if isinstance(node, exp.Neg):
+        need(node.this, NUMBER)
+        return NUMBER
+    if isinstance(node, _COMPARISONS):
+        alike(node.this, node.expression)
+        return BOOLEAN
+    if isinstance(node, exp.Between):
+        alike(node.this, node.args["low"], node.args["high"])
+        return BOOLEAN
+    if isinstance(node, exp.In):
+        alike(node.this, *node.expressions)
+        return BOOLEAN
+    if isinstance(node, exp.Is):
+        _kind(metric_code, node.this)
+        return BOOLEAN
+    if isinstance(node, (exp.And, exp.Or)):
+        need(node.this, BOOLEAN)
+        need(node.expression, BOOLEAN)
+        return BOOLEAN
+    if isinstance(node, exp.Not):
+        need(node.this, BOOLEAN)
+        return BOOLEAN
+    if isinstance(node, exp.If):
+        need(node.this, BOOLEAN)
+        return alike(*_branches(node))
+    if isinstance(node, exp.Case):
+        for when in node.args.get("ifs") or []:
+            if node.this is not None:  # CASE x WHEN v THEN ...
+                alike(node.this, when.this)
+            else:
+                need(when.this, BOOLEAN)
+        return alike(*_branches(node))
+    if isinstance(node, exp.Coalesce):
+        return alike(*_branches(node))
+    if isinstance(node, (exp.Greatest, exp.Least)):
+        return alike(node.this, *node.expressions)
+    if isinstance(node, exp.Nullif):
+        return alike(node.this, node.expression)
+    if isinstance(node, _NUMBER_FUNCTIONS):
+        need(node.this, NUMBER)
+        return NUMBER
+    if isinstance(node, exp.Length):
+        need(node.this, TEXT)
+        return NUMBER
+    if isinstance(node, (exp.Lower, exp.Upper)):
+        need(node.this, TEXT)
+        return TEXT
+    if isinstance(node, exp.Cast):
+        if not (isinstance(node.this, exp.Literal) and node.this.is_string):  # CAST('2.5' AS ...)
+            need(node.this, NUMBER, BOOLEAN)
+        return NUMBER
+    raise AssertionError(f"unchecked node {type(node).__name__}")  # pragma: no cover - _validate allows no other
+
 
 
 def _validate_number(metric_code: str, literal: exp.Literal) -> None:

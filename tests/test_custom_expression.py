@@ -203,6 +203,16 @@ def test_compiled_clickhouse_expression_runs_and_stays_decimal():
         ("properties.a * 100000000000000000000000000", "below 10^26", "100000000000000000000000000"),
         ("properties.a * 1e26", "below 10^26", "1e26"),
         ("properties.a * 0.0000000000001", "at most 12 decimal places", "0.0000000000001"),
+        # kinds: each would raise in the warehouse at every close
+        ("properties.a + 'x'", "'x' is text", "properties.a + 'x'"),
+        ("properties.a > 'abc'", "operands of different kinds", "properties.a > 'abc'"),
+        ("timestamp + 1", "timestamp", "timestamp + 1"),
+        ("properties.a > 1", "the expression is a condition", "properties.a > 1"),
+        ("LOWER(properties.region)", "the expression is text", "LOWER(properties.region)"),
+        ("IF(properties.a, 1, 0)", "a condition is needed where properties.a is a number", "properties.a"),
+        ("IF(properties.a > 1, 'x', 0)", "operands of different kinds", "'x'"),
+        ("(properties.a > 1) * 2", "a number is needed", "properties.a > 1"),
+        ("LENGTH(properties.a + 1)", "text is needed", "LENGTH"),
         ("", "empty expression", ""),
     ],
 )
