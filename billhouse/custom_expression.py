@@ -730,9 +730,16 @@ def _validate(metric_code: str, tree: exp.Expression) -> None:
 # wrong kind (a number plus text, a number compared with text, a boolean summed on
 # PostgreSQL), so such an expression is refused when the catalog loads.
 NUMBER, TEXT, BOOLEAN, TIMESTAMP, NULL = "a number", "text", "a condition", "the timestamp", "null"
-_ARITHMETIC = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE)
-_NUMBER_FUNCTIONS = (exp.Round, exp.Ceil, exp.Floor, exp.Abs, exp.Sign)
+# operators whose operands (this, and expression if any) are all of one kind
+_OPERATORS: tuple[tuple[tuple[type[exp.Expression], ...], str, str], ...] = (
+    # (operators, their operands' kind, their kind)
+    ((exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg,
+      exp.Round, exp.Ceil, exp.Floor, exp.Abs, exp.Sign), NUMBER, NUMBER),
+    ((exp.And, exp.Or, exp.Not), BOOLEAN, BOOLEAN),
+    ((exp.Length,), TEXT, NUMBER),
+    ((exp.Lower, exp.Upper), TEXT, TEXT),
+)  # fmt: skip
 
 
 def _check_kinds(metric_code: str, tree: exp.Expression) -> None:
@@ -779,13 +786,12 @@ def _kind(metric_code: str, node: exp.Expression) -> str:
         if not node.table:
             return TIMESTAMP
         return TEXT if _is_text_context(node) else NUMBER
-    if isinstance(node, _ARITHMETIC):
-        need(node.this, NUMBER)
-        need(node.expression, NUMBER)
-        return NUMBER
-    if isinstance(node, exp.Neg):
-        need(node.this, NUMBER)
-        return NUMBER
+    for operators, operand_kind, kind in _OPERATORS:
+        if isinstance(node, operators):
+            for operand in (node.this, node.args.get("expression")):
+                if operand is not None:
+                    need(operand, operand_kind)
+            return kind
     if isinstance(node, _COMPARISONS):
         alike(node.this, node.expression)
         return BOOLEAN
@@ -797,13 +803,6 @@ def _kind(metric_code: str, node: exp.Expression) -> str:
         return BOOLEAN
     if isinstance(node, exp.Is):
         _kind(metric_code, node.this)
-        return BOOLEAN
-    if isinstance(node, (exp.And, exp.Or)):
-        need(node.this, BOOLEAN)
-        need(node.expression, BOOLEAN)
-        return BOOLEAN
-    if isinstance(node, exp.Not):
-        need(node.this, BOOLEAN)
         return BOOLEAN
     if isinstance(node, exp.If):
         need(node.this, BOOLEAN)
@@ -821,15 +820,6 @@ def _kind(metric_code: str, node: exp.Expression) -> str:
         return alike(node.this, *node.expressions)
     if isinstance(node, exp.Nullif):
         return alike(node.this, node.expression)
-    if isinstance(node, _NUMBER_FUNCTIONS):
-        need(node.this, NUMBER)
-        return NUMBER
-    if isinstance(node, exp.Length):
-        need(node.this, TEXT)
-        return NUMBER
-    if isinstance(node, (exp.Lower, exp.Upper)):
-        need(node.this, TEXT)
-        return TEXT
     if isinstance(node, exp.Cast):
         if not (isinstance(node.this, exp.Literal) and node.this.is_string):  # CAST('2.5' AS ...)
             need(node.this, NUMBER, BOOLEAN)
