@@ -227,7 +227,7 @@ def compile_custom_expression(
 
     for conditional in tree.find_all(exp.If, exp.Case, exp.Coalesce):
         branches = _branches(conditional)
-        if any(_is_numeric(b) for b in branches) and not all(_is_integer_literal(b) for b in branches):
+        if any(_kind(metric_code, b) == NUMBER for b in branches) and not all(map(_is_integer_literal, branches)):
             conditional.meta["numeric"] = True
 
     # Rewrite field references into placeholders, then literals into decimals.
@@ -265,13 +265,12 @@ def compile_custom_expression(
             tree = replacement
         else:
             node.replace(replacement)
-    if not isinstance(tree.unnest(), _TRUTH_VALUES + (exp.Lower, exp.Upper)):
-        # the event's value, as the metric sums it (its own bound makes the outermost
-        # operation's redundant: rounding cannot take an unbounded value out of range)
-        value = tree.meta.get("bounded", tree)
-        if not value.meta.get("places") == VALUE_PLACES:  # a quotient is rounded already
-            value = exp.Round(this=value, decimals=exp.Literal.number(VALUE_PLACES))
-        tree = _bounded(value)
+    # the event's value, as the metric sums it (a number: _check_kinds); its bound makes
+    # the outermost operation's redundant (rounding cannot bring a value back in range)
+    value = tree.meta.get("bounded", tree)
+    if not value.meta.get("places") == VALUE_PLACES:  # a quotient is rounded already
+        value = exp.Round(this=value, decimals=exp.Literal.number(VALUE_PLACES))
+    tree = _bounded(value)
     sql = tree.sql(dialect=dialect)
     for name, replacement in replacements.items():
         if name not in sql:  # pragma: no cover - generator invariant
@@ -526,23 +525,6 @@ def _is_integer_literal(node: exp.Expression) -> bool:
     if isinstance(node, exp.Neg):
         node = node.this.unnest()
     return isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit()
-
-
-def _is_numeric(node: exp.Expression) -> bool:
-    """Whether a validated (not yet compiled) expression is a number."""
-    node = node.unnest()
-    if isinstance(node, exp.Literal):
-        return not node.is_string
-    if isinstance(node, exp.Column):
-        return bool(node.table) and not _is_text_context(node)
-    if isinstance(node, (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg, exp.Cast, exp.Round,
-                         exp.Ceil, exp.Floor, exp.Abs, exp.Sign, exp.Length)):
-        return True
-    if isinstance(node, (exp.Greatest, exp.Least, exp.Nullif)):
-        return _is_numeric(node.this)
-    if isinstance(node, (exp.If, exp.Case, exp.Coalesce)):
-        return any(_is_numeric(branch) for branch in _branches(node))
-    return False
 
 
 def _take_branches_at_24_places(conditional: exp.Expression) -> None:
