@@ -226,6 +226,8 @@ def compile_custom_expression(
     _check_kinds(metric_code, tree)
 
     for conditional in tree.find_all(exp.If, exp.Case, exp.Coalesce):
+        if isinstance(conditional, exp.If) and isinstance(conditional.parent, exp.Case):
+            continue  # a WHEN ... THEN: its CASE takes all its values alike
         branches = _branches(conditional)
         if any(_kind(metric_code, b) == NUMBER for b in branches) and not all(map(_is_integer_literal, branches)):
             conditional.meta["numeric"] = True
@@ -293,7 +295,6 @@ MAX_DECIMAL_PRECISION = 38
 # an event's value, a quotient and a product's factors keep 12 places; a quotient's
 # dividend and divisor and a remainder's operands are taken at 24 first
 VALUE_PLACES = 12
-QUOTIENT_PLACES = VALUE_PLACES
 QUOTIENT_WORKING_PLACES = 24
 # Every sum, difference, product, quotient and cast -- and the event's value -- is null
 # from this magnitude on, the property values' bound: ClickHouse's Decimal256 wraps
@@ -332,19 +333,18 @@ def _decimal_parameters(metric_code: str, data_type: exp.DataType) -> tuple[int,
     return precision, scale
 
 
-def _decimal_cast(value: Decimal, precision: int) -> exp.Expression:
-    """CAST('<value>' AS DECIMAL(<precision>, <its scale>)): a number neither warehouse
-    reads as a float."""
-    exponent = value.as_tuple().exponent
-    scale = min(max(0, -exponent) if isinstance(exponent, int) else 0, precision)
-    to = exp.DataType.build(f"DECIMAL({precision}, {scale})")
+def _decimal_constant(value: Decimal) -> exp.Expression:
+    """CAST('<value>' AS DECIMAL(76, <its places>)): a number literal or a bound the
+    compiler adds, which neither warehouse reads as a float (a range bound has up to
+    26 + 13 digits)."""
+    to = exp.DataType.build(f"DECIMAL(76, {_places(value)})")
     to.set("nullable", False)
     return exp.Cast(this=exp.Literal.string(format(value, "f")), to=to)
 
 
-def _decimal_constant(value: Decimal) -> exp.Expression:
-    """A bound the compiler adds, at 76 digits (a range bound has up to 26 + 13)."""
-    return _decimal_cast(value, 76)
+def _places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
 
 
 def _nullable(data_type: exp.DataType) -> exp.DataType:
@@ -449,8 +449,8 @@ def _rounded_quotient(division: exp.Div) -> exp.Expression:
     quotient = exp.Div(this=_working_decimal(division.this), expression=divisor)
     quotient.set("typed", True)
     quotient.set("safe", False)
-    rounded = exp.Round(this=quotient, decimals=exp.Literal.number(QUOTIENT_PLACES))
-    rounded.meta["places"] = QUOTIENT_PLACES
+    rounded = exp.Round(this=quotient, decimals=exp.Literal.number(VALUE_PLACES))
+    rounded.meta["places"] = VALUE_PLACES
     return rounded
 
 
@@ -531,19 +531,9 @@ def _take_branches_at_24_places(conditional: exp.Expression) -> None:
     """Every value of a numeric IF/CASE/COALESCE (but one choosing between integer
     literals) as DECIMAL(76, 24): ClickHouse refuses to choose between decimals of
     different scales (``IF(c, properties.a, 0.5)`` failed every close) and chooses
-    between a decimal and an integer as a Float64. A CASE's WHEN ... THEN are IF nodes
-    of their own; the CASE holds its ELSE."""
-    keys = {exp.If: ("true", "false"), exp.Case: ("default",), exp.Coalesce: ("this", "expressions")}
-    for key in keys[type(conditional)]:
-        value = conditional.args.get(key)
-        if isinstance(value, list):
-            conditional.set(key, [_at_24_places_unless_null(v) for v in value])
-        elif value is not None:
-            conditional.set(key, _at_24_places_unless_null(value))
-
-
-def _at_24_places_unless_null(value: exp.Expression) -> exp.Expression:
-    return value if isinstance(value.unnest(), exp.Null) else _working_decimal(value)
+    between a decimal and an integer as a Float64."""
+    for value in _branches(conditional):
+        value.replace(_working_decimal(value))
 
 
 def _bounded(value: exp.Expression) -> exp.Expression:
@@ -815,9 +805,7 @@ def _validate_number(metric_code: str, literal: exp.Literal) -> None:
     value = _number(literal.this)
     if value is None:  # pragma: no cover - the tokenizer only yields numbers
         raise CustomExpressionError(metric_code, literal.sql(), "not a number")
-    exponent = value.as_tuple().exponent
-    places = max(0, -exponent) if isinstance(exponent, int) else 0
-    if abs(value) >= VALUE_BOUND or places > PROPERTY_DECIMAL_PLACES:
+    if abs(value) >= VALUE_BOUND or _places(value) > PROPERTY_DECIMAL_PLACES:
         raise CustomExpressionError(
             metric_code, literal.sql(),
             f"a number must be below 10^{PROPERTY_INTEGER_DIGITS} in magnitude with at most "
@@ -865,8 +853,5 @@ def _decimal_literal(node: exp.Literal) -> exp.Expression:
     """A number literal as CAST('<digits>' AS DECIMAL(76, <its places>)): ClickHouse reads
     a fraction or an integer past 20 digits as a Float64 and computes in Decimal128 (which
     wraps past 38 digits); PostgreSQL's integers raise past 2^31 (100000 * 100000)."""
-    try:
-        value = Decimal(node.this)
-    except InvalidOperation:  # pragma: no cover - the tokenizer only yields numbers
-        return node.copy()
-    return _decimal_constant(value)
+    value = _number(node.this)
+    return node.copy() if value is None else _decimal_constant(value)  # None: never (validated)

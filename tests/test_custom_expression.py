@@ -255,6 +255,7 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         "flag": "CAST((properties.v > 1) AS INT) + CAST(properties.v > 1 AND properties.v < 3 AS SMALLINT)",
         # failed every ClickHouse close (IF between decimals of different scales)
         "choice": "IF(properties.v > 1, properties.v * 1.5, 0.25)",
+        "case": "CASE WHEN properties.v > 1 THEN 1 ELSE 0.5 END",  # an integer, then a decimal
         # ClickHouse's Decimal256 wrapped to a wrong number past 76 digits, and its BIGINTs
         # past 2^63
         "wide": "properties.a * properties.a * properties.a * properties.a * properties.a",
@@ -290,6 +291,8 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
         event(2, "flag", {"v": 0}),  # 0 + 0
         event(0, "choice", {"v": "2"}),  # 3
         event(1, "choice", {"v": "0"}),  # 0.25
+        event(0, "case", {"v": "2"}),  # 1
+        event(1, "case", {"v": "0"}),  # 0.5
         event(0, "wide", {"a": "3000.5"}),  # 3000.5^5
         event(1, "wide", {"a": "1000000"}),  # 10^30: past 10^26, no value
         event(0, "big", {"n": "9000000000000000000"}),  # 1.8 * 10^19
@@ -299,4 +302,4 @@ def test_both_warehouses_compute_divisions_and_casts_alike_and_no_event_fails_th
     units = {fee["external_subscription_id"]: fee["units"]
              for invoice in invoices for fee in invoice["fees"] if fee["kind"] == "charge"}
     assert units == {"rate": "4.5", "rounded": "1.2", "product": "6.000000000001", "flag": "3",
-                     "choice": "3.25", "wide": "243202567511250937.53125", "big": "18000000000000000000"}
+                     "choice": "3.25", "case": "1.5", "wide": "243202567511250937.53125", "big": "18000000000000000000"}

@@ -4,7 +4,7 @@ independent Python reference compute the same value for every event.
 Each example is a random expression over two event properties (present or missing,
 from a few units to near 10^26): arithmetic, division and modulo (a zero divisor gives
 no value), CAST to INT/SMALLINT/DECIMAL(p, s) (of a number or of a comparison), ROUND,
-ABS, CEIL, FLOOR, SIGN, GREATEST, LEAST, COALESCE, NULLIF and IF, compiled as the
+ABS, CEIL, FLOOR, SIGN, GREATEST, LEAST, COALESCE, NULLIF, IF and CASE, compiled as the
 catalog compiles it and evaluated on both engines, with the value an event gets.
 """
 
@@ -198,6 +198,10 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
     def conditional(left: Node, right: Node, then: Node, otherwise: Node) -> Node:
         return Conditional(f"IF({left.sql} > {right.sql}, {then.sql}, {otherwise.sql})", left, right, then, otherwise)
 
+    def case(left: Node, right: Node, then: Node, otherwise: Node) -> Node:
+        sql = f"CASE WHEN {left.sql} > {right.sql} THEN {then.sql} ELSE {otherwise.sql} END"
+        return Conditional(sql, left, right, then, otherwise)
+
     return st.one_of(
         st.builds(arithmetic, st.sampled_from(["+", "-", "*", "/", "%"]), children, children),
         st.builds(cast, children, st.sampled_from(["INT", "SMALLINT", "BIGINT", "DECIMAL"]),
@@ -206,6 +210,7 @@ def _compound(children: st.SearchStrategy[Node]) -> st.SearchStrategy[Node]:
         st.builds(function, st.sampled_from(["GREATEST", "LEAST", "COALESCE", "NULLIF"]), children, children),
         st.builds(rounded, children, st.integers(0, 3)),
         st.builds(conditional, children, children, children, children),
+        st.builds(case, children, children, children, children),
         st.builds(truth_cast, children, children, st.sampled_from(["INT", "SMALLINT", "DECIMAL(3, 1)"])),
     )
 
