@@ -22,7 +22,6 @@ exactly once (see docs/billing-clock.md).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -50,8 +49,6 @@ from invoicing.payments import CollectionReport, collect
 from invoicing.stripe_gateway import StripeGateway
 from invoicing.termination_credits import credit_unused_subscription_days, read_subscription_ends
 from invoicing.webhooks import DeliveryReport, deliver_webhooks, list_webhook_endpoints
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -147,9 +144,8 @@ def finish_close(
         drafts = read_invoice_drafts(warehouse)
         subscription_ends = read_subscription_ends(warehouse)
     report = CloseReport(as_of=as_of_utc, dbt_summary=dbt_summary)
+    # reported by the caller (the CLI, the Dagster asset, simulate's log)
     report.held = [draft for draft in drafts if draft.held_reason]
-    for draft in report.held:
-        log.warning("held, not issued: %s", held_summary(draft))
     drafts = [draft for draft in drafts if not draft.held_reason]
     with ledger(settings) as conn:
         migrate(conn)

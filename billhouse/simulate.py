@@ -10,6 +10,7 @@ of the user's own data directory is touched.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 
 from billhouse.catalog import parse_catalog, parse_instant
-from billhouse.close import close, load_inputs
+from billhouse.close import close, held_summary, load_inputs
 from billhouse.commercial_terms import parse_commercial_terms
 from billhouse.errors import CatalogError
 from billhouse.ledger_connection import stop_ledger
@@ -30,6 +31,9 @@ from billhouse.settings import Settings
 from invoicing.ledger import FinalizedInvoice
 from invoicing.money import format_amount, format_minor_units
 from invoicing.pdf import Seller
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,10 @@ def simulate(scenario: Scenario, warehouse_target: str | None = None) -> list[Fi
     try:
         load_inputs(settings, catalog, scenario.events)
         seller = Seller.from_organization(catalog.organization) if catalog.organization else None
-        return close(settings, scenario.as_of, seller, terms=terms, refresh_finance_marts=False).invoices
+        report = close(settings, scenario.as_of, seller, terms=terms, refresh_finance_marts=False)
+        for draft in report.held:  # not in the preview: say why
+            log.warning("held, not issued: %s", held_summary(draft))
+        return report.invoices
     finally:
         stop_ledger(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
