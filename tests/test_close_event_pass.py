@@ -269,3 +269,17 @@ def test_the_event_scan_skips_the_months_outside_the_closing_periods(billed: Bil
     assert conditions, plan
     last_month = str(periods["last_end"].year * 100 + periods["last_end"].month)
     assert any(last_month in condition for condition in conditions), conditions
+
+
+def test_a_catalog_without_per_event_charges_reads_no_event_for_them(billed: Billed) -> None:
+    """The session catalog has no pay-in-advance usage charge: the per-event chain's two
+    event reads compile to nothing (macro relation_has_rows), instead of a scan of the
+    metric column that finds no event of theirs. With such charges they read the events
+    (tests/test_pay_in_advance_charges.py bills them)."""
+    assert not billed.query("select charge_id from billhouse.int_pay_in_advance_charges")
+    compiled = billed.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "rating"
+    for model in ("int_pay_in_advance_periods", "int_pay_in_advance_events"):
+        sql = (compiled / f"{model}.sql").read_text()
+        events = sql[sql.index("events as ("):]
+        events = events[:events.index("),")]
+        assert "where false" in events, (model, events)

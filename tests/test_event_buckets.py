@@ -165,7 +165,24 @@ def _build_three_ways(settings: Settings) -> dict[str, dict]:
                     "explain indexes = 1 select count() from billhouse.int_charge_events_assigned"
                 ))
             results[label]["joined_scan"] = (last["last_end"], partition_conditions(plan))
+    if settings.warehouse_target == "chdb":
+        results["scans"] = {}
+        for label, variables in (("every_timezone", {}), ("one_timezone", {"close_timezone": "Pacific/Kiritimati"})):
+            run_dbt(settings, ["run", "--select", "+int_charge_events_aggregated"], {"as_of": AS_OF, **variables})
+            results["scans"][label] = _bucket_scan_key_conditions(settings)
     return results
+
+
+def _bucket_scan_key_conditions(settings: Settings) -> list[str]:
+    """The primary-key conditions of the last build's bucket scan (its event_buckets)."""
+    compiled = (settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
+                / "int_charge_events_aggregated.sql").read_text()
+    # the CTEs through event_buckets, then a read of it
+    query = compiled[:compiled.index("period_buckets as (")].rstrip().rstrip(",") + "\nselect * from event_buckets"
+    with open_warehouse(settings) as warehouse:
+        plan = [row["explain"] for row in warehouse.query(f"explain indexes = 1 {query}")]
+    return [line.split("Condition:", 1)[1].strip() for line in plan
+            if "Condition:" in line and "external_subscription_id" in line]
 
 
 def test_every_path_is_exercised(builds: dict[str, dict]) -> None:
@@ -192,3 +209,13 @@ def test_the_per_event_join_skips_the_months_outside_its_periods(builds: dict[st
     last_end, conditions = builds["mixed"]["joined_scan"]
     assert conditions
     assert str(last_end.year * 100 + last_end.month) in conditions[0]
+
+
+def test_the_bucket_scan_names_the_subscriptions_only_when_few_close(builds: dict[str, dict]) -> None:
+    """A close of one timezone reads its subscriptions' events through the primary key;
+    a close of (nearly) every subscription reads the months whole, without a set lookup
+    per event (models/metering/int_charge_events_aggregated.sql)."""
+    if builds["buckets"]["target"] != "chdb":
+        pytest.skip("the primary key is ClickHouse's")
+    assert builds["scans"]["every_timezone"] == []
+    assert builds["scans"]["one_timezone"], "a one-timezone close must prune by subscription"

@@ -13,16 +13,27 @@
     Both use the aggregation macros: a bucket row counts its events and carries the sum
     or the maximum of their values, as an event row counts 1 and carries its value.
 -#}
--- depends_on: {{ ref('int_events_deduplicated') }}
+-- depends_on: {{ ref('int_events_deduplicated') }}, {{ ref('stg_billhouse__subscriptions') }}
 {%- set features = billhouse.catalog_features() -%}
 {%- set used = features['aggregation_types'] -%}
 {%- set bucket_bounds = billhouse.event_bucket_bounds(ref('int_billing_period_charges')) -%}
 {%- set bucket_metrics = [] -%}
+{#- Whether the bucket scan names the closing subscriptions: it does when they are fewer
+    than half of all subscriptions (a one-timezone close, a day when few periods end),
+    so that the primary key skips the others' events; when most close, the test per
+    event would cost more (a set lookup per event) than the few others' events it spares
+    — the join to the periods drops those either way. -#}
+{%- set scan_closing_subscriptions_only = true -%}
 {%- if execute and bucket_bounds -%}
     {%- set bucket_metrics = run_query(
         "select distinct billable_metric_code, aggregation_type, field_name from " ~ ref('int_billing_period_charges')
         ~ " where rated_by_bucket and aggregation_type <> 'count_agg' order by billable_metric_code"
     ).rows -%}
+    {%- set closing_share = run_query(
+        "select (select count(distinct external_subscription_id) from " ~ ref('int_billing_period_charges')
+        ~ " where rated_by_bucket) * 2 < (select count(*) from " ~ ref('stg_billhouse__subscriptions') ~ ") as fewer_than_half"
+    ).rows[0][0] -%}
+    {%- set scan_closing_subscriptions_only = (closing_share | int) == 1 -%}
 {%- endif %}
 
 with assigned as (
@@ -98,8 +109,10 @@ event_buckets as (
         {% if values['sum_agg'] %}sum({{ value_by_metric['sum_agg'] }}){% else %}{{ unused }}{% endif %} as value_sum,
         {% if values['max_agg'] %}max({{ value_by_metric['max_agg'] }}){% else %}{{ unused }}{% endif %} as value_max
     from events
-    where events.external_subscription_id in (select external_subscription_id from bucket_period_charges)
-        and events.billable_metric_code in (select billable_metric_code from bucket_period_charges)
+    where events.billable_metric_code in (select billable_metric_code from bucket_period_charges)
+        {%- if scan_closing_subscriptions_only %}
+        and events.external_subscription_id in (select external_subscription_id from bucket_period_charges)
+        {%- endif %}
         -- constants: the scan reads only the months (partitions) between the first and last bound
         and events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
         and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}

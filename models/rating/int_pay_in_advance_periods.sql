@@ -26,6 +26,10 @@ customers as (
 
 events as (
     select * from {{ ref('int_events_deduplicated') }}
+    {%- if not billhouse.relation_has_rows(ref('int_pay_in_advance_charges')) %}
+    -- no per-event charge in the catalog: not an event is read
+    where false
+    {%- endif %}
 ),
 
 successors as (
