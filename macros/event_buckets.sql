@@ -66,3 +66,18 @@
 {% macro clickhouse__instant_from_epoch_milliseconds(milliseconds) -%}
     fromUnixTimestamp64Milli(toInt64({{ milliseconds }}), 'UTC')
 {%- endmacro %}
+
+
+{#- `function` (sum, max) of `value` over the rows where `condition` holds; null when none. -#}
+{% macro bucket_aggregate(function, value, condition) -%}
+    {{ return(adapter.dispatch('bucket_aggregate', 'billhouse')(function, value, condition)) }}
+{%- endmacro %}
+
+{% macro default__bucket_aggregate(function, value, condition) -%}
+    {{ function }}(case when {{ condition }} then {{ value }} end)
+{%- endmacro %}
+
+{#- the -If combinator: no CASE column built per event -#}
+{% macro clickhouse__bucket_aggregate(function, value, condition) -%}
+    {{ function }}If({{ value }}, {{ condition }})
+{%- endmacro %}

@@ -39,6 +39,8 @@ METRICS = [
     {"code": "level", "aggregation_type": "latest_agg", "field_name": "v"},
     {"code": "stock", "aggregation_type": "sum_agg", "field_name": "gb", "recurring": True},
     {"code": "requests", "aggregation_type": "count_agg"},
+    # a second summed field: the bucket scan picks each metric's field by a CASE
+    {"code": "cpu", "aggregation_type": "sum_agg", "field_name": "seconds"},
 ]
 USAGE = [
     {"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.01"}},
@@ -52,6 +54,7 @@ USAGE = [
     {"billable_metric_code": "gb", "charge_model": "percentage", "properties": {"rate": "1"}},
     {"billable_metric_code": "requests", "charge_model": "standard", "properties": {"amount": "0.1"},
      "filters": [{"values": {"region": ["eu"]}, "properties": {"amount": "0.2"}}]},
+    {"billable_metric_code": "cpu", "charge_model": "standard", "properties": {"amount": "0.5"}},
 ]
 PLANS = [
     {"code": "monthly", "interval": "monthly", "amount_cents": 1000, "amount_currency": "EUR", "charges": USAGE},
@@ -102,9 +105,9 @@ def _events(bounds: list[datetime]) -> list[dict]:
             events.append({
                 "transaction_id": f"{sub}-{n}", "external_subscription_id": sub, "code": code,
                 "timestamp": _instant(moment),
-                "properties": {"gb": value, "v": value, "region": rng.choice(["eu", "us"])},
+                "properties": {"gb": value, "v": value, "seconds": value, "region": rng.choice(["eu", "us"])},
             })
-    resent = [dict(event, properties={"gb": "1000", "v": "1000"}) for event in events[::9]]
+    resent = [dict(event, properties={"gb": "1000", "v": "1000", "seconds": "1000"}) for event in events[::9]]
     return events + resent
 
 

@@ -89,15 +89,32 @@ events as (
 
 {#- Per subscription, metric and bucket: the event count and, for the metrics summed
     (maximised), the sum (maximum) of their field, read from the numbers parsed at insert
-    (macro event_number), the field of each metric being known at compile time. -#}
-{%- set values = {'sum_agg': [], 'max_agg': []} %}
+    (macro event_number), the field of each metric being known at compile time. When the
+    metrics of an aggregation all read one field, the field is aggregated over their
+    events (macro bucket_aggregate: on ClickHouse an -If combinator, about a tenth of the
+    event pass cheaper than a CASE per event); otherwise each metric's field is picked
+    by a CASE on the metric. -#}
+{%- set metrics_of = {'sum_agg': [], 'max_agg': []} %}
 {%- for row in bucket_metrics %}
-    {%- do values[row[1]].append("when '" ~ (row[0] | replace("'", "''")) ~ "' then "
-        ~ billhouse.event_number('events', "'" ~ (row[2] | replace("'", "''")) ~ "'")) %}
+    {%- do metrics_of[row[1]].append({'code': row[0] | replace("'", "''"), 'field': row[2] | replace("'", "''")}) %}
 {%- endfor %}
-{%- set value_by_metric = {} %}
-{%- for aggregation, whens in values.items() %}
-    {%- do value_by_metric.update({aggregation: ('case events.billable_metric_code ' ~ (whens | join(' ')) ~ ' end') if whens else unused}) %}
+{%- set bucket_value = {} %}
+{%- for aggregation, metrics in metrics_of.items() %}
+    {%- set function = {'sum_agg': 'sum', 'max_agg': 'max'}[aggregation] %}
+    {%- set fields = metrics | map(attribute='field') | unique | list %}
+    {%- if not metrics %}
+        {%- do bucket_value.update({aggregation: unused}) %}
+    {%- elif fields | length == 1 %}
+        {%- do bucket_value.update({aggregation: billhouse.bucket_aggregate(
+            function, billhouse.event_number('events', "'" ~ fields[0] ~ "'"),
+            "events.billable_metric_code in ('" ~ (metrics | map(attribute='code') | join("', '")) ~ "')") }) %}
+    {%- else %}
+        {%- set whens = [] %}
+        {%- for metric in metrics %}
+            {%- do whens.append("when '" ~ metric.code ~ "' then " ~ billhouse.event_number('events', "'" ~ metric.field ~ "'")) %}
+        {%- endfor %}
+        {%- do bucket_value.update({aggregation: function ~ '(case events.billable_metric_code ' ~ (whens | join(' ')) ~ ' end)'}) %}
+    {%- endif %}
 {%- endfor %}
 
 event_buckets as (
@@ -106,8 +123,8 @@ event_buckets as (
         events.billable_metric_code as billable_metric_code,
         {{ billhouse.event_bucket('events.event_at', bucket_bounds) }} as bucket,
         count(*) as event_count,
-        {% if values['sum_agg'] %}sum({{ value_by_metric['sum_agg'] }}){% else %}{{ unused }}{% endif %} as value_sum,
-        {% if values['max_agg'] %}max({{ value_by_metric['max_agg'] }}){% else %}{{ unused }}{% endif %} as value_max
+        {{ bucket_value['sum_agg'] }} as value_sum,
+        {{ bucket_value['max_agg'] }} as value_max
     from events
     where events.billable_metric_code in (select billable_metric_code from bucket_period_charges)
         {%- if scan_closing_subscriptions_only %}
