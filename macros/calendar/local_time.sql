@@ -5,14 +5,25 @@
     (plus UTC), chosen by the row's timezone column: still one set-based expression.
     PostgreSQL takes the timezone from the column directly. -#}
 
-{#- The timezones the customers use, sorted, UTC always included (run at execution). -#}
+{#- The timezones the customers use, sorted, UTC always included (run at execution).
+    A model whose rows all belong to customers with a pay-in-advance charge says so
+    (config meta `customer_timezones: with_pay_in_advance_charges`) and gets only their
+    zones: each zone is a branch of every local-time expression, and with customers in
+    hundreds of zones planning such a model took seconds (docs/performance.md). -#}
 {% macro customer_timezones() -%}
     {%- set zones = ['UTC'] -%}
     {%- if execute -%}
-        {%- set result = run_query(
-            "select distinct timezone from " ~ source('billhouse', 'customers') ~ " order by timezone"
-        ) -%}
-        {%- for row in result.rows -%}
+        {%- set customers = source('billhouse', 'customers') -%}
+        {%- set only = (config.get('meta') or {}).get('customer_timezones') -%}
+        {%- if only == 'with_pay_in_advance_charges' -%}
+            {%- set query = "select distinct timezone from " ~ customers
+                ~ " where external_id in (select external_customer_id from " ~ source('billhouse', 'subscriptions')
+                ~ " where plan_code in (select plan_code from " ~ source('billhouse', 'charges') ~ " where pay_in_advance))"
+                ~ " order by timezone" -%}
+        {%- else -%}
+            {%- set query = "select distinct timezone from " ~ customers ~ " order by timezone" -%}
+        {%- endif -%}
+        {%- for row in run_query(query).rows -%}
             {%- if row[0] and row[0] not in zones -%}{%- do zones.append(row[0]) -%}{%- endif -%}
         {%- endfor -%}
     {%- endif -%}
