@@ -11,7 +11,6 @@ take only those customers' zones, and their periods must still be local midnight
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -76,16 +75,29 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
-@pytest.fixture(scope="module")
-def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("many-timezones")))
+# a one-timezone close (a Dagster partition); an odd index: a per-event customer
+ONE_ZONE = ZONES[101]
+
+
+def _closed_store(data_dir: Path, timezone_name: str | None) -> Settings:
+    settings = Settings(data_dir=data_dir)
     catalog = parse_catalog(_catalog(), source="tests/test_many_timezones.py")
     with open_warehouse(settings) as warehouse:
         warehouse.replace_catalog(catalog)
         # received a minute after they happened, so their per-event fees close in the window
         load_events(warehouse, _events(), catalog, ingested_at=datetime(2026, 10, 15, 12, 1, tzinfo=timezone.utc))
-    run_dbt(settings, ["build", "--selector", "close"], close_variables(AS_OF, SINCE))
-    yield settings
+    run_dbt(settings, ["build", "--selector", "close"], close_variables(AS_OF, SINCE, timezone_name))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def closed(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return _closed_store(Path(tmp_path_factory.mktemp("many-timezones")), None)
+
+
+@pytest.fixture(scope="module")
+def closed_one_zone(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return _closed_store(Path(tmp_path_factory.mktemp("many-timezones-one")), ONE_ZONE)
 
 
 def _query(settings: Settings, sql: str) -> list[dict]:
@@ -126,3 +138,26 @@ def test_per_event_periods_are_local_midnights_of_their_customers(closed: Settin
         assert _naive_utc(row["period_end"]) == _local_midnight_utc(date(2026, 11, 1), row["timezone"]), row
     fees = _query(closed, "select count(*) as n from billhouse.int_pay_in_advance_charge_fees")
     assert fees[0]["n"] == len(ZONES) // 2
+
+
+def test_a_one_timezone_close_plans_with_its_zone_only(closed_one_zone: Settings) -> None:
+    """The clock's models of a one-timezone close branch on that zone (and UTC) only,
+    not on the 200 (config meta customer_timezones), and still bill it right."""
+    compiled = closed_one_zone.dbt_target_dir / "compiled" / "billhouse" / "models"
+    for model in ("metering/int_subscription_periods", "metering/int_billing_periods",
+                  "metering/int_late_usage_periods", "rating/int_pay_in_advance_periods",
+                  "rating/int_pay_in_advance_events"):
+        sql = (compiled / f"{model}.sql").read_text()
+        branched = {zone for zone in ZONES if f"= '{zone}', " in sql}
+        assert branched <= {ONE_ZONE, "UTC"}, (model, sorted(branched)[:5])
+    assert f"= '{ONE_ZONE}', " in (compiled / "metering/int_subscription_periods.sql").read_text()
+    subscription = f"sub_{ZONES.index(ONE_ZONE)}"
+    periods = _query(closed_one_zone, "select external_subscription_id, period_start, period_end"
+                                      " from billhouse.int_billing_periods")
+    assert {row["external_subscription_id"] for row in periods} == {subscription}
+    assert [(_naive_utc(row["period_start"]), _naive_utc(row["period_end"])) for row in periods] == [
+        (_local_midnight_utc(date(2026, 10, 1), ONE_ZONE), _local_midnight_utc(date(2026, 11, 1), ONE_ZONE))]
+    per_event = _query(closed_one_zone, "select external_subscription_id, period_start"
+                                        " from billhouse.int_pay_in_advance_periods")
+    assert [(row["external_subscription_id"], _naive_utc(row["period_start"])) for row in per_event] == [
+        (subscription, _local_midnight_utc(date(2026, 10, 1), ONE_ZONE))]

@@ -6,23 +6,27 @@
     PostgreSQL takes the timezone from the column directly. -#}
 
 {#- The timezones the customers use, sorted, UTC always included (run at execution).
-    A model whose rows all belong to customers with a pay-in-advance charge says so
-    (config meta `customer_timezones: with_pay_in_advance_charges`) and gets only their
-    zones: each zone is a branch of every local-time expression, and with customers in
-    hundreds of zones planning such a model took seconds (docs/performance.md). -#}
+    Each zone is a branch of every local-time expression, and with customers in hundreds
+    of zones planning a model took seconds (docs/performance.md, "Many timezones"), so a
+    model whose rows belong to fewer customers says which (config meta
+    `customer_timezones`, a list) and gets only their zones:
+    - `close_timezone`: in a one-timezone close, the customers of that zone;
+    - `with_pay_in_advance_charges`: customers with a pay-in-advance charge. -#}
 {% macro customer_timezones() -%}
     {%- set zones = ['UTC'] -%}
     {%- if execute -%}
-        {%- set customers = source('billhouse', 'customers') -%}
-        {%- set only = (config.get('meta') or {}).get('customer_timezones') -%}
-        {%- if only == 'with_pay_in_advance_charges' -%}
-            {%- set query = "select distinct timezone from " ~ customers
-                ~ " where external_id in (select external_customer_id from " ~ source('billhouse', 'subscriptions')
-                ~ " where plan_code in (select plan_code from " ~ source('billhouse', 'charges') ~ " where pay_in_advance))"
-                ~ " order by timezone" -%}
-        {%- else -%}
-            {%- set query = "select distinct timezone from " ~ customers ~ " order by timezone" -%}
+        {%- set restrictions = (config.get('meta') or {}).get('customer_timezones') or [] -%}
+        {%- set conditions = [] -%}
+        {%- if 'close_timezone' in restrictions and billhouse.close_setting('close_timezone') -%}
+            {%- do conditions.append("timezone = '" ~ (billhouse.close_setting('close_timezone') | replace("'", "''")) ~ "'") -%}
         {%- endif -%}
+        {%- if 'with_pay_in_advance_charges' in restrictions -%}
+            {%- do conditions.append(
+                "external_id in (select external_customer_id from " ~ source('billhouse', 'subscriptions')
+                ~ " where plan_code in (select plan_code from " ~ source('billhouse', 'charges') ~ " where pay_in_advance))") -%}
+        {%- endif -%}
+        {%- set query = "select distinct timezone from " ~ source('billhouse', 'customers')
+            ~ ((" where " ~ (conditions | join(' and '))) if conditions else "") ~ " order by timezone" -%}
         {%- for row in run_query(query).rows -%}
             {%- if row[0] and row[0] not in zones -%}{%- do zones.append(row[0]) -%}{%- endif -%}
         {%- endfor -%}

@@ -3,6 +3,7 @@
     monthly slices when a plan bills charges monthly (`bill_charges_monthly`) — plus
     already-invoiced periods that received late events (`is_late` = true), re-rated so
     that the difference is billed as an adjustment. -#}
+{{ config(meta={'customer_timezones': ['close_timezone']}) }}
 with subscription_periods as (
     select * from {{ ref('int_subscription_periods') }}
 ),

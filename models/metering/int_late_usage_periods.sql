@@ -9,6 +9,7 @@
     event priced at zero), is not re-rated again. Where that block is unknown
     (PostgreSQL; see int_billed_periods_watermarked), the rule is the events ingested
     after the period's end (docs/billing-clock.md, "Late events"). -#}
+{{ config(meta={'customer_timezones': ['close_timezone']}) }}
 with billed_periods as (
     select * from {{ ref('int_billed_periods_watermarked') }}
 ),

@@ -5,6 +5,7 @@
     converted to UTC at local midnight. A subscription's first and last periods are cut
     to its billed days (the start day and the termination day count in full; a plan
     change ends the old subscription the day before the new one starts). -#}
+{{ config(meta={'customer_timezones': ['close_timezone']}) }}
 with subscriptions as (
     select * from {{ ref('stg_billhouse__subscriptions') }}
 ),
