@@ -18,10 +18,12 @@ import pytest
 
 from billhouse.catalog import parse_catalog
 from billhouse.close import close_variables
-from billhouse.events import load_events
 from billhouse.dbt_runner import run_dbt
+from billhouse.events import load_events
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
+
+from tests.conftest import naive_utc, query_warehouse
 
 # the close window: October's periods end in it (Nov 1, local midnight) in every zone, and
 # so do the per-event fees of the Oct 15 events (the next local midnight)
@@ -71,10 +73,6 @@ def _local_midnight_utc(day: date, zone: str) -> datetime:
     return local.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-
-
 # a one-timezone close (a Dagster partition); an odd index: a per-event customer
 ONE_ZONE = ZONES[101]
 
@@ -100,11 +98,6 @@ def closed_one_zone(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return _closed_store(Path(tmp_path_factory.mktemp("many-timezones-one")), ONE_ZONE)
 
 
-def _query(settings: Settings, sql: str) -> list[dict]:
-    with open_warehouse(settings) as warehouse:
-        return warehouse.query(sql)
-
-
 def test_the_zones_are_many_and_spread() -> None:
     assert len(ZONES) == 200
     noon = datetime(2026, 10, 15, 12, tzinfo=timezone.utc)
@@ -113,15 +106,15 @@ def test_the_zones_are_many_and_spread() -> None:
 
 
 def test_every_customer_is_invoiced_for_october_from_local_midnight(closed: Settings) -> None:
-    drafts = _query(closed, "select distinct external_customer_id from billhouse.fct_invoice_drafts")
+    drafts = query_warehouse(closed, "select distinct external_customer_id from billhouse.fct_invoice_drafts")
     assert len(drafts) == len(ZONES)
-    periods = _query(closed, "select external_subscription_id, period_start, period_end"
+    periods = query_warehouse(closed, "select external_subscription_id, period_start, period_end"
                              " from billhouse.int_billing_periods")
     october = {}
     for row in periods:
         zone = ZONES[int(row["external_subscription_id"].removeprefix("sub_"))]
-        if _naive_utc(row["period_end"]) == _local_midnight_utc(date(2026, 11, 1), zone):
-            october[row["external_subscription_id"]] = (_naive_utc(row["period_start"]), zone)
+        if naive_utc(row["period_end"]) == _local_midnight_utc(date(2026, 11, 1), zone):
+            october[row["external_subscription_id"]] = (naive_utc(row["period_start"]), zone)
     assert len(october) == len(ZONES)
     wrong = {sub: (start, zone) for sub, (start, zone) in october.items()
              if start != _local_midnight_utc(date(2026, 10, 1), zone)}
@@ -129,15 +122,20 @@ def test_every_customer_is_invoiced_for_october_from_local_midnight(closed: Sett
 
 
 def test_per_event_periods_are_local_midnights_of_their_customers(closed: Settings) -> None:
-    rows = _query(closed, "select external_subscription_id, timezone, period_start, period_end"
+    rows = query_warehouse(closed, "select external_subscription_id, timezone, period_start, period_end"
                           " from billhouse.int_pay_in_advance_periods")
     assert len(rows) == len(ZONES) // 2
     for row in rows:
         assert row["timezone"] == ZONES[int(row["external_subscription_id"].removeprefix("sub_"))]
-        assert _naive_utc(row["period_start"]) == _local_midnight_utc(date(2026, 10, 1), row["timezone"]), row
-        assert _naive_utc(row["period_end"]) == _local_midnight_utc(date(2026, 11, 1), row["timezone"]), row
-    fees = _query(closed, "select count(*) as n from billhouse.int_pay_in_advance_charge_fees")
+        assert naive_utc(row["period_start"]) == _local_midnight_utc(date(2026, 10, 1), row["timezone"]), row
+        assert naive_utc(row["period_end"]) == _local_midnight_utc(date(2026, 11, 1), row["timezone"]), row
+    fees = query_warehouse(closed, "select count(*) as n from billhouse.int_pay_in_advance_charge_fees")
     assert fees[0]["n"] == len(ZONES) // 2
+    # the models branched on the per-event customers' zones only (odd indices)
+    compiled = closed.dbt_target_dir / "compiled" / "billhouse" / "models" / "rating"
+    for model in ("int_pay_in_advance_periods", "int_pay_in_advance_events"):
+        sql = (compiled / f"{model}.sql").read_text()
+        assert {zone for zone in ZONES if f"= '{zone}', " in sql} == set(ZONES[1::2]), model
 
 
 def test_a_one_timezone_close_plans_with_its_zone_only(closed_one_zone: Settings) -> None:
@@ -152,12 +150,12 @@ def test_a_one_timezone_close_plans_with_its_zone_only(closed_one_zone: Settings
         assert branched <= {ONE_ZONE, "UTC"}, (model, sorted(branched)[:5])
     assert f"= '{ONE_ZONE}', " in (compiled / "metering/int_subscription_periods.sql").read_text()
     subscription = f"sub_{ZONES.index(ONE_ZONE)}"
-    periods = _query(closed_one_zone, "select external_subscription_id, period_start, period_end"
+    periods = query_warehouse(closed_one_zone, "select external_subscription_id, period_start, period_end"
                                       " from billhouse.int_billing_periods")
     assert {row["external_subscription_id"] for row in periods} == {subscription}
-    assert [(_naive_utc(row["period_start"]), _naive_utc(row["period_end"])) for row in periods] == [
+    assert [(naive_utc(row["period_start"]), naive_utc(row["period_end"])) for row in periods] == [
         (_local_midnight_utc(date(2026, 10, 1), ONE_ZONE), _local_midnight_utc(date(2026, 11, 1), ONE_ZONE))]
-    per_event = _query(closed_one_zone, "select external_subscription_id, period_start"
+    per_event = query_warehouse(closed_one_zone, "select external_subscription_id, period_start"
                                         " from billhouse.int_pay_in_advance_periods")
-    assert [(row["external_subscription_id"], _naive_utc(row["period_start"])) for row in per_event] == [
+    assert [(row["external_subscription_id"], naive_utc(row["period_start"])) for row in per_event] == [
         (subscription, _local_midnight_utc(date(2026, 10, 1), ONE_ZONE))]

@@ -11,7 +11,8 @@
     model whose rows belong to fewer customers says which (config meta
     `customer_timezones`, a list) and gets only their zones:
     - `close_timezone`: in a one-timezone close, the customers of that zone;
-    - `with_pay_in_advance_charges`: customers with a pay-in-advance charge. -#}
+    - `with_per_event_charges`: customers on a plan with a per-event charge
+      (int_pay_in_advance_charges, which the model must ref). -#}
 {% macro customer_timezones() -%}
     {%- set zones = ['UTC'] -%}
     {%- if execute -%}
@@ -20,10 +21,10 @@
         {%- if 'close_timezone' in restrictions and billhouse.close_setting('close_timezone') -%}
             {%- do conditions.append("timezone = '" ~ (billhouse.close_setting('close_timezone') | replace("'", "''")) ~ "'") -%}
         {%- endif -%}
-        {%- if 'with_pay_in_advance_charges' in restrictions -%}
+        {%- if 'with_per_event_charges' in restrictions -%}
             {%- do conditions.append(
                 "external_id in (select external_customer_id from " ~ source('billhouse', 'subscriptions')
-                ~ " where plan_code in (select plan_code from " ~ source('billhouse', 'charges') ~ " where pay_in_advance))") -%}
+                ~ " where plan_code in (select plan_code from " ~ ref('int_pay_in_advance_charges') ~ "))") -%}
         {%- endif -%}
         {%- set query = "select distinct timezone from " ~ source('billhouse', 'customers')
             ~ ((" where " ~ (conditions | join(' and '))) if conditions else "") ~ " order by timezone" -%}

@@ -17,7 +17,7 @@
     is negative and no unit is billed twice in a period, as in Lago (a lowered total
     is not refunded; docs/billing-clock.md, "Negative usage").
 -#}
-{{ config(meta={'customer_timezones': ['close_timezone', 'with_pay_in_advance_charges']}) }}
+{{ config(meta={'customer_timezones': ['close_timezone', 'with_per_event_charges']}) }}
 with periods as (
     select * from {{ ref('int_pay_in_advance_periods') }}
 ),

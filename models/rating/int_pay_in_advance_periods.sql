@@ -8,7 +8,7 @@
     (macros/calendar/billing_periods.sql: anchors, period bounds, end dates, monthly
     slices) and the same subscription_period_key — but for the events' dates, not for
     the close's window. -#}
-{{ config(meta={'customer_timezones': ['close_timezone', 'with_pay_in_advance_charges']}) }}
+{{ config(meta={'customer_timezones': ['close_timezone', 'with_per_event_charges']}) }}
 with per_event_charges as (
     select * from {{ ref('int_pay_in_advance_charges') }}
 ),
