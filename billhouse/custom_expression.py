@@ -799,7 +799,6 @@ def _kind(metric_code: str, node: exp.Expression) -> str:
     raise AssertionError(f"unchecked node {type(node).__name__}")  # pragma: no cover - _validate allows no other
 
 
-
 def _validate_number(metric_code: str, literal: exp.Literal) -> None:
     """A number literal obeys the property values' rule: below 10^26, at most 12 places."""
     value = _number(literal.this)

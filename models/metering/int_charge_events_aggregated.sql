@@ -29,11 +29,11 @@
         "select distinct billable_metric_code, aggregation_type, field_name from " ~ ref('int_billing_period_charges')
         ~ " where rated_by_bucket and aggregation_type <> 'count_agg' order by billable_metric_code"
     ).rows -%}
-    {%- set closing_share = run_query(
+    {%- set fewer_than_half = run_query(
         "select (select count(distinct external_subscription_id) from " ~ ref('int_billing_period_charges')
         ~ " where rated_by_bucket) * 2 < (select count(*) from " ~ ref('stg_billhouse__subscriptions') ~ ") as fewer_than_half"
     ).rows[0][0] -%}
-    {%- set scan_closing_subscriptions_only = (closing_share | int) == 1 -%}
+    {%- set scan_closing_subscriptions_only = (fewer_than_half | int) == 1 -%}
 {%- endif %}
 
 with assigned as (
