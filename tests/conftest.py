@@ -83,6 +83,16 @@ CATALOG = {
 }
 
 
+def naive_utc(value: datetime) -> datetime:
+    """A warehouse timestamp as naive UTC (chDB returns them aware, PostgreSQL naive)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def query_warehouse(settings: Settings, sql: str) -> list[dict]:
+    with open_warehouse(settings) as warehouse:
+        return warehouse.query(sql)
+
+
 def _event(tx: str, sub: str, code: str, ts: str, **properties: object) -> dict:
     return {"transaction_id": tx, "external_subscription_id": sub, "code": code, "timestamp": ts,
             "properties": properties}
@@ -122,8 +132,7 @@ class Billed:
     rerun_close: CloseReport
 
     def query(self, sql: str) -> list[dict]:
-        with open_warehouse(self.settings) as warehouse:
-            return warehouse.query(sql)
+        return query_warehouse(self.settings, sql)
 
 
 @pytest.fixture(scope="session")

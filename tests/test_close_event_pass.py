@@ -245,13 +245,18 @@ def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path:
     assert again["uuid"] == table["uuid"]
 
 
-def partition_conditions(plan: str) -> list[str]:
-    """The conditions ClickHouse prunes the raw events' month partitions with."""
+def plan_conditions(plan: str, mentioning: str) -> list[str]:
+    """The index conditions of an `explain indexes = 1` plan that mention a column."""
     return [
         line.split("Condition:", 1)[1].strip()
         for line in plan.splitlines()
-        if "Condition:" in line and "toYYYYMM(timestamp)" in line
+        if "Condition:" in line and mentioning in line
     ]
+
+
+def partition_conditions(plan: str) -> list[str]:
+    """The conditions ClickHouse prunes the raw events' month partitions with."""
+    return plan_conditions(plan, "toYYYYMM(timestamp)")
 
 
 def test_the_event_scan_skips_the_months_outside_the_closing_periods(billed: Billed) -> None:

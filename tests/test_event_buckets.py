@@ -28,7 +28,7 @@ from billhouse.ledger_connection import stop_ledger
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
-from tests.test_close_event_pass import partition_conditions
+from tests.test_close_event_pass import partition_conditions, plan_conditions
 
 AS_OF = "2026-11-02T12:00:00Z"
 METRICS = [
@@ -183,9 +183,8 @@ def _bucket_scan_key_conditions(settings: Settings) -> list[str]:
     # the CTEs through event_buckets, then a read of it
     query = compiled[:compiled.index("period_buckets as (")].rstrip().rstrip(",") + "\nselect * from event_buckets"
     with open_warehouse(settings) as warehouse:
-        plan = [row["explain"] for row in warehouse.query(f"explain indexes = 1 {query}")]
-    return [line.split("Condition:", 1)[1].strip() for line in plan
-            if "Condition:" in line and "external_subscription_id" in line]
+        plan = "\n".join(row["explain"] for row in warehouse.query(f"explain indexes = 1 {query}"))
+    return plan_conditions(plan, "external_subscription_id")
 
 
 def test_every_path_is_exercised(builds: dict[str, dict]) -> None:

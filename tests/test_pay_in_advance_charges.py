@@ -29,6 +29,7 @@ from billhouse.ledger_connection import stop_ledger
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
+from tests.conftest import naive_utc, query_warehouse
 from .reference import pay_in_advance as per_event_ref
 
 AS_OF = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -272,10 +273,6 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-
-
 @dataclass
 class Run:
     """What one warehouse billed: the full close and the three windowed closes."""
@@ -304,23 +301,18 @@ def _load(settings: Settings) -> None:
             load_events(warehouse, batches[ingested_at], catalog, ingested_at=_utc(ingested_at))
 
 
-def _query(settings: Settings, sql: str) -> list[dict]:
-    with open_warehouse(settings) as warehouse:
-        return warehouse.query(sql)
-
-
 def _bill(target: str, data_dir: Path) -> Run:
     settings = Settings(data_dir=data_dir, warehouse_target=target)
     run = Run(target)
     try:
         _load(settings)
         run_dbt(settings, ["build"], close_variables(AS_OF))
-        run.fees = _query(settings, "select * from billhouse.int_pay_in_advance_charge_fees")
-        run.arrears = {r["fee_key"]: r for r in _query(settings, "select * from billhouse.int_charge_fees_rated")}
-        run.draft_fees = _query(settings, "select * from billhouse.fct_invoice_draft_fees")
+        run.fees = query_warehouse(settings, "select * from billhouse.int_pay_in_advance_charge_fees")
+        run.arrears = {r["fee_key"]: r for r in query_warehouse(settings, "select * from billhouse.int_charge_fees_rated")}
+        run.draft_fees = query_warehouse(settings, "select * from billhouse.fct_invoice_draft_fees")
         for since, until in WINDOWS:
             run_dbt(settings, ["run", "--select", *PER_EVENT_MODELS], close_variables(until, since))
-            run.window_fees.append(_query(settings, "select * from billhouse.int_pay_in_advance_charge_fees"))
+            run.window_fees.append(query_warehouse(settings, "select * from billhouse.int_pay_in_advance_charge_fees"))
         return run
     finally:
         if target == "postgres":
@@ -418,9 +410,9 @@ def test_late_events_come_after_what_was_billed_and_keep_their_period(run: Run) 
     assert (run.fee("x1")["event_number"], x2["event_number"]) == (1, 2)
     # x3 arrived after October was invoiced and is priced on October's units, billed Nov 3
     assert x3["event_number"] == 3
-    assert _naive_utc(x3["charge_period_start"]) == datetime(2026, 10, 1)
-    assert _naive_utc(x3["charge_period_end"]) == datetime(2026, 11, 1)
-    assert x4["event_number"] == 1 and _naive_utc(x4["charge_period_start"]) == datetime(2026, 11, 1)
+    assert naive_utc(x3["charge_period_start"]) == datetime(2026, 10, 1)
+    assert naive_utc(x3["charge_period_end"]) == datetime(2026, 11, 1)
+    assert x4["event_number"] == 1 and naive_utc(x4["charge_period_start"]) == datetime(2026, 11, 1)
     # the resent copy of x1 (999 units) is ignored: x1 keeps its 90 units
     assert run.fee("x1")["units"] == Decimal(90)
 
@@ -513,7 +505,7 @@ def ledgered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledgered]:
         # the data tests ran in the first close (and in the build of the other fixtures)
         november = close(settings, nov_6, since=nov_1, refresh_finance_marts=False, dbt_args=("run",))
         rerun = close(settings, nov_6, refresh_finance_marts=False, dbt_args=("run",))
-        rerun_drafts = _query(settings, "select * from billhouse.fct_invoice_draft_fees")
+        rerun_drafts = query_warehouse(settings, "select * from billhouse.fct_invoice_draft_fees")
         yield Ledgered(october, november, rerun, rerun_drafts)
     finally:
         stop_ledger(settings)
