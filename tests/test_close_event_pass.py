@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -288,3 +289,25 @@ def test_a_catalog_without_per_event_charges_reads_no_event_for_them(billed: Bil
         events = sql[sql.index("events as ("):]
         events = events[:events.index("),")]
         assert "where false" in events, (model, events)
+
+
+def test_each_table_model_is_built_by_one_statement(billed: Billed) -> None:
+    """On ClickHouse a table model is `create table … as (select …)`: dbt-clickhouse's
+    `create … empty as` followed by an insert of the same select made ClickHouse plan
+    every model's query twice (macros/materializations/create_table_as.sql). dbt keeps
+    the statement it ran last for each model in target/run: the insert, before."""
+    tables = [
+        row["name"] for row in billed.query(
+            "select name from system.tables where database = 'billhouse' and engine = 'MergeTree'"
+            " and name like 'int\\_%'"
+        )
+    ]
+    assert "int_charge_events_aggregated" in tables
+    run = billed.settings.dbt_target_dir / "run" / "billhouse" / "models"
+    statements = {path.stem: path.read_text() for path in run.rglob("*.sql") if path.stem in tables}
+    # incremental models append with an insert after their first build
+    built_whole = {name: sql for name, sql in statements.items() if not sql.lstrip().startswith("insert")}
+    assert "int_charge_events_aggregated" in built_whole
+    for name, sql in built_whole.items():
+        assert re.match(r"\s*create table\b", sql), (name, sql[:200])
+        assert not re.search(r"\bempty\s+as\b", sql), (name, sql[:400])
