@@ -7,7 +7,7 @@
 {% macro clickhouse__create_table_as(temporary, relation, sql) -%}
     {%- if temporary or config.get('contract').enforced
           or config.get('projections') or config.get('indexes') -%}
-        {{ dbt_clickhouse.clickhouse__create_table_as(temporary, relation, sql) }}
+        {{ dbt.clickhouse__create_table_as(temporary, relation, sql) }}
     {%- else -%}
         {%- set sql_header = config.get('sql_header', none) -%}
         {{ sql_header if sql_header is not none }}
