@@ -38,6 +38,16 @@
 {%- endmacro %}
 
 
+{#- ClickHouse: the highest insert block of the raw events, as a scalar subquery, from
+    the parts' block ranges instead of reading `_block_number` of every event (0.24 s at
+    100 M). A part's range covers its rows' blocks, and every later insert takes a higher
+    block, so the value is at least every stored row's and below every row to come. -#}
+{% macro events_last_block() -%}
+    (select max(max_block_number) from system.parts
+        where database = '{{ var('raw_schema') }}' and table = 'events' and active)
+{%- endmacro %}
+
+
 {#- ClickHouse: the block up to which the latest build of the duplicate index read the
     current events table (0 before any), as a scalar subquery. -#}
 {% macro events_read_through_block(duplicated_relation) -%}

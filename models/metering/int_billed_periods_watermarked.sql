@@ -12,8 +12,14 @@
     of a close carries its adjustments). Null where it is unknown: PostgreSQL, fees of an
     invoice a re-run found already finalized or billed before blocks were recorded, and
     a store whose events table was re-created since (its blocks are numbered anew). A
-    table, because int_late_usage_periods reads it several times. -#}
+    table, because int_late_usage_periods reads it several times.
+
+    last_event_block (ClickHouse): the latest insert block holding an event of the
+    period's subscription (int_subscription_event_blocks); a period whose
+    read_through_block is at or past it cannot be late. last_billed_period_end: the end
+    of the subscription's latest invoiced period (how recently it was billed). -#}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
+-- depends_on: {{ ref('int_subscription_event_blocks') }}
 -- without FINAL: a fee mirrored twice is the same row, and only min / max read it here
 with billed_fees as (
     select * from {{ source('billhouse', 'billed_fees') }}
@@ -110,6 +116,17 @@ customer_reads_by_subscription as (
     inner join customer_reads
         on subscriptions.external_customer_id = customer_reads.external_customer_id
 ),
+
+-- the latest block holding an event of each subscription, in this events table
+subscription_blocks as (
+    select
+        external_subscription_id,
+        max(last_block) as last_event_block
+    from {{ ref('int_subscription_event_blocks') }}
+    where external_subscription_id != ''
+        and events_table_uuid = {{ billhouse.events_table_uuid() }}
+    group by external_subscription_id
+),
 {%- endif %}
 
 final as (
@@ -130,11 +147,20 @@ final as (
         end as read_through_block
         {%- else %}
         billed_periods.events_through_block as read_through_block
+        {%- endif %},
+        {%- if block_numbered %}
+        subscription_blocks.last_event_block as last_event_block,
+        {%- else %}
+        cast(null as {{ dbt.type_bigint() }}) as last_event_block,
         {%- endif %}
+        max(billed_periods.period_end) over (partition by billed_periods.external_subscription_id)
+            as last_billed_period_end
     from billed_periods
     {%- if block_numbered %}
     left join customer_reads_by_subscription
         on billed_periods.external_subscription_id = customer_reads_by_subscription.external_subscription_id
+    left join subscription_blocks
+        on billed_periods.external_subscription_id = subscription_blocks.external_subscription_id
     {%- endif %}
 )
 

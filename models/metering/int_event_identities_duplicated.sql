@@ -20,7 +20,7 @@
 {%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}
 {%- if block_numbered and execute %}
     {%- set store = run_query(
-        "select max(_block_number), " ~ billhouse.events_table_uuid() ~ " from " ~ source('billhouse', 'events')
+        "select " ~ billhouse.events_last_block() ~ ", " ~ billhouse.events_table_uuid()
     ) %}
     {%- do scan.update({'through': store.columns[0].values()[0] | int, 'uuid': store.columns[1].values()[0]}) %}
     {%- if is_incremental() %}

@@ -30,34 +30,70 @@ customers as (
     select * from {{ ref('stg_billhouse__customers') }}
 ),
 
+{#- Which periods to check, and how (ClickHouse): only periods whose subscription has an
+    event stored after the block its invoices read (or whose block is unknown). A scan
+    of the events stored after a bound finds their late events; one bound for every
+    period would be set by the one invoiced longest ago (a churned customer's: every
+    event stored since would be read at each close), so the periods of subscriptions
+    billed within the last stale_after_days days share one block bound, and the others
+    are read by subscription (the primary key's prefix) and by their own periods' time
+    range. PostgreSQL: one pass, by ingestion time. -#}
+{%- set stale_after_days = 40 %}
+{%- set block_numbered = billhouse.events_have_block_numbers() %}
+{%- if block_numbered %}
+    {%- set recently_billed = "last_billed_period_end >= "
+        ~ dbt.dateadd('day', -stale_after_days, billhouse.utc_instant(billhouse.close_setting('as_of'))) %}
+    {%- set passes = [('recent', recently_billed), ('stale', 'not (' ~ recently_billed ~ ')')] %}
+{%- else %}
+    {%- set passes = [('all', '1 = 1')] %}
+{%- endif %}
+checked_periods as (
+    select * from billed_periods
+    where read_through_block is null
+        or last_event_block > read_through_block
+),
+
 late_events as (
+    {%- for pass, condition in passes %}
     select distinct
         events.external_subscription_id as external_subscription_id,
-        billed_periods.period_start as period_start
+        periods.period_start as period_start
     from events
-    inner join billed_periods
-        on events.external_subscription_id = billed_periods.external_subscription_id
-    where events.event_at >= billed_periods.period_start
-        and events.event_at < billed_periods.period_end
+    inner join (select * from checked_periods where {{ condition }}) as periods
+        on events.external_subscription_id = periods.external_subscription_id
+    where events.event_at >= periods.period_start
+        and events.event_at < periods.period_end
         and (
-            (billed_periods.read_through_block is not null and events.block_number > billed_periods.read_through_block)
-            or (billed_periods.read_through_block is null and events.ingested_at > billed_periods.period_end)
+            (periods.read_through_block is not null and events.block_number > periods.read_through_block)
+            or (periods.read_through_block is null and events.ingested_at > periods.period_end)
         )
-        {%- if not billhouse.events_have_block_numbers() %}
-        -- the subscriptions with billed periods only
-        and events.external_subscription_id in (select external_subscription_id from billed_periods)
+        {%- if pass != 'recent' %}
+        -- the subscriptions with periods to check only
+        and events.external_subscription_id in (
+            select external_subscription_id from checked_periods where {{ condition }}
+        )
+        {%- endif %}
+        {%- if pass == 'stale' %}
+        -- their periods' time range: the scan skips the months outside it
+        and events.event_at >= (select min(period_start) from checked_periods where {{ condition }})
+        and events.event_at < (select max(period_end) from checked_periods where {{ condition }})
         {%- endif %}
         -- bounds known before the join, which most events fail (each null when no
         -- period has its kind of bound: a min over no rows of a non-null column is not
         -- null on ClickHouse, hence the case). On ClickHouse the block bound skips
-        -- whole parts (each knows its block range): a filter on the subscriptions, the
-        -- primary key's prefix, would cost more than it saves (0.55 s of 1.1 s at 100 M).
+        -- whole parts (each knows its block range): for the recent pass a filter on the
+        -- subscriptions would cost more than it saves (0.55 s of 1.1 s at 100 M).
         and (
-            events.block_number > (select min(read_through_block) from billed_periods)
+            events.block_number > (select min(read_through_block) from checked_periods where {{ condition }})
             or events.ingested_at > (
-                select min(case when read_through_block is null then period_end end) from billed_periods
+                select min(case when read_through_block is null then period_end end)
+                from checked_periods where {{ condition }}
             )
         )
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
 ),
 
 final as (

@@ -1,0 +1,151 @@
+"""Which events a close reads to find late usage (int_late_usage_periods, ClickHouse).
+
+One block bound for every invoiced period was set by the period invoiced longest ago:
+with one customer who churned in August, every later close read every event stored
+since its August invoice. Now a close checks only the periods whose subscription has
+events stored after the block its invoices read (int_subscription_event_blocks); the
+recently billed ones share one block bound, the others are read by subscription and by
+their periods' time range. The store below bills a customer who churned on Aug 20, then an
+active customer's October (5 000 calls in one insert block), and checks that the late
+check reads neither those calls nor the churned customer's events until a late event of
+the churned customer arrives, which it then finds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from billhouse.catalog import Catalog, parse_catalog
+from billhouse.close import CloseReport, close, load_inputs
+from billhouse.events import load_events
+from billhouse.ledger_connection import stop_ledger
+from billhouse.settings import Settings
+from billhouse.warehouse import open_warehouse
+
+CATALOG = {
+    "billable_metrics": [{"code": "calls", "name": "Calls", "aggregation_type": "count_agg"}],
+    "plans": [
+        {
+            "code": "metered",
+            "name": "Metered",
+            "interval": "monthly",
+            "amount_cents": 1000,
+            "amount_currency": "EUR",
+            "charges": [{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.5"}}],
+        }
+    ],
+    "customers": [
+        {"external_id": "cus_gone", "name": "Gone GmbH", "currency": "EUR", "timezone": "UTC"},
+        {"external_id": "cus_active", "name": "Active SA", "currency": "EUR", "timezone": "UTC"},
+    ],
+    "subscriptions": [
+        {"external_id": "sub_gone", "external_customer_id": "cus_gone", "plan_code": "metered",
+         "subscription_at": "2026-08-01T00:00:00Z", "terminated_at": "2026-08-20T15:00:00Z"},
+        {"external_id": "sub_active", "external_customer_id": "cus_active", "plan_code": "metered",
+         "subscription_at": "2026-10-01T00:00:00Z"},
+    ],
+}
+ACTIVE_CALLS = 5_000
+READ_LIMIT = ACTIVE_CALLS // 2
+AUGUST = datetime(2026, 8, 1, tzinfo=timezone.utc)
+
+
+def _call(tx: str, sub: str, ts: str) -> dict:
+    return {"transaction_id": tx, "external_subscription_id": sub, "code": "calls", "timestamp": ts}
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+@dataclass
+class ScanStore:
+    settings: Settings
+    catalog: Catalog
+    closes: dict[str, CloseReport]
+    late_periods: dict[str, list[tuple[str, datetime]]]
+    # each close's late check run again right after it, allowed to read at most
+    # READ_LIMIT rows: the subscriptions it found, or ClickHouse's refusal
+    limited_check: dict[str, list[str] | str]
+
+    def load(self, events: list[dict], ingested_at: str) -> None:
+        with open_warehouse(self.settings) as warehouse:
+            load_events(warehouse, events, self.catalog, ingested_at=_at(ingested_at))
+
+    def close(self, label: str, as_of: str) -> None:
+        self.closes[label] = close(self.settings, _at(as_of), refresh_finance_marts=False)
+        compiled = self.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
+        late_check = (compiled / "int_late_usage_periods.sql").read_text()
+        with open_warehouse(self.settings) as warehouse:
+            rows = warehouse.query(
+                "select external_subscription_id, period_start from billhouse.int_late_usage_periods"
+                " order by external_subscription_id, period_start"
+            )
+            try:
+                result = warehouse.client.query(
+                    f"select external_subscription_id from ({late_check}) order by 1",
+                    settings={"max_rows_to_read": READ_LIMIT, "read_overflow_mode": "throw"},
+                )
+                self.limited_check[label] = [row[0] for row in result.result_rows]
+            except DatabaseError as refused:
+                self.limited_check[label] = str(refused)
+        self.late_periods[label] = [
+            (row["external_subscription_id"], row["period_start"].astimezone(timezone.utc)) for row in rows
+        ]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanStore]:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("late-scan")))
+    catalog = parse_catalog(CATALOG, source="tests/test_late_usage_scan.py")
+    load_inputs(settings, catalog, [])
+    s = ScanStore(settings, catalog, {}, {}, {})
+    try:
+        s.load([_call(f"g-{i}", "sub_gone", f"2026-08-{i + 10}T12:00:00Z") for i in range(3)],
+               ingested_at="2026-08-20T00:00:00Z")
+        s.close("aug-22", "2026-08-22T00:05:00Z")  # the churned customer's last invoice
+        s.load([_call(f"a-{i}", "sub_active", "2026-10-15T12:00:00Z") for i in range(ACTIVE_CALLS)],
+               ingested_at="2026-10-16T00:00:00Z")
+        s.close("nov-1", "2026-11-01T00:05:00Z")
+        s.close("nov-2", "2026-11-02T00:05:00Z")
+        # a late August call of the churned customer, months after its invoice
+        s.load([_call("g-late", "sub_gone", "2026-08-15T12:00:00Z")], ingested_at="2026-11-02T10:00:00Z")
+        s.close("nov-3", "2026-11-03T00:05:00Z")
+        yield s
+    finally:
+        stop_ledger(settings)
+
+
+def test_the_invoices_are_built(store: ScanStore) -> None:
+    [august] = store.closes["aug-22"].created  # terminated Aug 20: its last period, prorated
+    assert august.external_customer_id == "cus_gone"
+    assert [f.amount_cents for f in august.fees if f.kind == "charge"] == [3 * 50]
+    [october] = store.closes["nov-1"].created
+    assert (october.external_customer_id, october.total_cents) == ("cus_active", 1000 + ACTIVE_CALLS * 50)
+
+
+def test_a_customer_invoiced_long_ago_does_not_make_the_late_check_read_every_event(store: ScanStore) -> None:
+    assert store.late_periods["nov-2"] == []
+    # neither October's 5 000 calls nor the churned customer's are read
+    assert store.limited_check["nov-2"] == []
+
+
+def test_the_late_event_of_a_customer_invoiced_long_ago_is_still_found(store: ScanStore) -> None:
+    assert store.late_periods["nov-3"] == [("sub_gone", AUGUST)]
+    assert store.limited_check["nov-3"] == ["sub_gone"]
+
+
+def test_the_read_limit_is_tight_enough_to_fail(store: ScanStore) -> None:
+    """Reading October's calls alone is refused under the same limit."""
+    with open_warehouse(store.settings) as warehouse:
+        with pytest.raises(DatabaseError, match="TOO_MANY_ROWS"):
+            warehouse.client.query(
+                "select max(timestamp) from billhouse_raw.events where external_subscription_id = 'sub_active'",
+                settings={"max_rows_to_read": READ_LIMIT, "read_overflow_mode": "throw"},
+            )
