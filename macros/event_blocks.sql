@@ -54,3 +54,28 @@
     (select max(scanned_through_block) from {{ duplicated_relation }}
         where copies = 0 and events_table_uuid = {{ billhouse.events_table_uuid() }})
 {%- endmacro %}
+
+
+{#- How far an append-only log over the raw events' insert blocks reads in this build
+    (ClickHouse; int_event_identities_duplicated, int_subscription_event_blocks), at
+    compile time, once (nothing inserts while the close owns the store): 'through', the
+    store's last block now, and the events table's 'uuid'; 'from', the block the log's
+    latest marker row (`marker_condition`) scanned through — none on a first build, or
+    when the events table was re-created since (other UUID, blocks numbered anew). -#}
+{% macro event_log_scan(marker_condition) -%}
+    {%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}
+    {%- if billhouse.events_have_block_numbers() and execute %}
+        {%- set store = run_query("select " ~ billhouse.events_last_block() ~ ", " ~ billhouse.events_table_uuid()) %}
+        {%- do scan.update({'through': store.columns[0].values()[0] | int, 'uuid': store.columns[1].values()[0]}) %}
+        {%- if is_incremental() %}
+            {%- set previous = run_query(
+                "select max(scanned_through_block), argMax(events_table_uuid, scanned_through_block)"
+                ~ " from " ~ this ~ " where " ~ marker_condition
+            ) %}
+            {%- if previous.columns[1].values()[0] == scan.uuid %}
+                {%- do scan.update({'from': previous.columns[0].values()[0] | int}) %}
+            {%- endif %}
+        {%- endif %}
+    {%- endif %}
+    {{ return(scan) }}
+{%- endmacro %}

@@ -28,18 +28,11 @@ from billhouse.ledger_connection import stop_ledger
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
+from tests.test_late_usage_reads import CATALOG as LATE_READS_CATALOG
+from tests.test_late_usage_reads import _at, _call
+
 CATALOG = {
-    "billable_metrics": [{"code": "calls", "name": "Calls", "aggregation_type": "count_agg"}],
-    "plans": [
-        {
-            "code": "metered",
-            "name": "Metered",
-            "interval": "monthly",
-            "amount_cents": 1000,
-            "amount_currency": "EUR",
-            "charges": [{"billable_metric_code": "calls", "charge_model": "standard", "properties": {"amount": "0.5"}}],
-        }
-    ],
+    **LATE_READS_CATALOG,  # a count charge at 0.50 EUR on a monthly 10 EUR plan
     "customers": [
         {"external_id": "cus_gone", "name": "Gone GmbH", "currency": "EUR", "timezone": "UTC"},
         {"external_id": "cus_active", "name": "Active SA", "currency": "EUR", "timezone": "UTC"},
@@ -54,14 +47,6 @@ CATALOG = {
 ACTIVE_CALLS = 5_000
 READ_LIMIT = ACTIVE_CALLS // 2
 AUGUST = datetime(2026, 8, 1, tzinfo=timezone.utc)
-
-
-def _call(tx: str, sub: str, ts: str) -> dict:
-    return {"transaction_id": tx, "external_subscription_id": sub, "code": "calls", "timestamp": ts}
-
-
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 @dataclass

@@ -15,24 +15,7 @@
 -#}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
 {{ config(materialized=('incremental' if block_numbered else 'table')) }}
-{#- read at compile time, once: how far the store goes now and where the previous build
-    stopped (nothing inserts while the close owns the store) -#}
-{%- set scan = {'from': none, 'through': 0, 'uuid': ''} %}
-{%- if block_numbered and execute %}
-    {%- set store = run_query(
-        "select " ~ billhouse.events_last_block() ~ ", " ~ billhouse.events_table_uuid()
-    ) %}
-    {%- do scan.update({'through': store.columns[0].values()[0] | int, 'uuid': store.columns[1].values()[0]}) %}
-    {%- if is_incremental() %}
-        {%- set previous = run_query(
-            "select max(scanned_through_block), argMax(events_table_uuid, scanned_through_block)"
-            ~ " from " ~ this ~ " where copies = 0"
-        ) %}
-        {%- if previous.columns[1].values()[0] == scan.uuid %}
-            {%- do scan.update({'from': previous.columns[0].values()[0] | int}) %}
-        {%- endif %}
-    {%- endif %}
-{%- endif %}
+{%- set scan = billhouse.event_log_scan('copies = 0') %}
 
 with events as (
     select * from {{ ref('stg_billhouse__events') }}
