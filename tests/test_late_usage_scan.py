@@ -14,22 +14,21 @@ the churned customer arrives, which it then finds.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from billhouse.catalog import Catalog, parse_catalog
-from billhouse.close import CloseReport, close, load_inputs
-from billhouse.events import load_events
+from billhouse.catalog import parse_catalog
+from billhouse.close import load_inputs
 from billhouse.ledger_connection import stop_ledger
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
 from tests.test_late_usage_reads import CATALOG as LATE_READS_CATALOG
-from tests.test_late_usage_reads import _at, _call
+from tests.test_late_usage_reads import LateStore, _call
 
 CATALOG = {
     **LATE_READS_CATALOG,  # a count charge at 0.50 EUR on a monthly 10 EUR plan
@@ -50,28 +49,16 @@ AUGUST = datetime(2026, 8, 1, tzinfo=timezone.utc)
 
 
 @dataclass
-class ScanStore:
-    settings: Settings
-    catalog: Catalog
-    closes: dict[str, CloseReport]
-    late_periods: dict[str, list[tuple[str, datetime]]]
+class ScanStore(LateStore):
     # each close's late check run again right after it, allowed to read at most
     # READ_LIMIT rows: the subscriptions it found, or ClickHouse's refusal
-    limited_check: dict[str, list[str] | str]
-
-    def load(self, events: list[dict], ingested_at: str) -> None:
-        with open_warehouse(self.settings) as warehouse:
-            load_events(warehouse, events, self.catalog, ingested_at=_at(ingested_at))
+    limited_check: dict[str, list[str] | str] = field(default_factory=dict)
 
     def close(self, label: str, as_of: str) -> None:
-        self.closes[label] = close(self.settings, _at(as_of), refresh_finance_marts=False)
+        super().close(label, as_of)
         compiled = self.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
         late_check = (compiled / "int_late_usage_periods.sql").read_text()
         with open_warehouse(self.settings) as warehouse:
-            rows = warehouse.query(
-                "select external_subscription_id, period_start from billhouse.int_late_usage_periods"
-                " order by external_subscription_id, period_start"
-            )
             try:
                 result = warehouse.client.query(
                     f"select external_subscription_id from ({late_check}) order by 1",
@@ -80,9 +67,6 @@ class ScanStore:
                 self.limited_check[label] = [row[0] for row in result.result_rows]
             except DatabaseError as refused:
                 self.limited_check[label] = str(refused)
-        self.late_periods[label] = [
-            (row["external_subscription_id"], row["period_start"].astimezone(timezone.utc)) for row in rows
-        ]
 
 
 @pytest.fixture(scope="module")
