@@ -8,7 +8,8 @@ recently billed ones share one block bound, the others are read by subscription 
 their periods' time range. The store below bills a customer who churned on Aug 20, then an
 active customer's October (5 000 calls in one insert block), and checks that the late
 check reads neither those calls nor the churned customer's events until a late event of
-the churned customer arrives, which it then finds.
+the churned customer arrives, which it then finds and bills on an invoice of its own (the
+customer has no next invoice to wait for).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanStore]:
         # a late August call of the churned customer, months after its invoice
         s.load([_call("g-late", "sub_gone", "2026-08-15T12:00:00Z")], ingested_at="2026-11-02T10:00:00Z")
         s.close("nov-3", "2026-11-03T00:05:00Z")
+        s.close("dec-3", "2026-12-03T00:05:00Z")
         yield s
     finally:
         stop_ledger(settings)
@@ -118,3 +120,18 @@ def test_the_read_limit_is_tight_enough_to_fail(store: ScanStore) -> None:
                 "select max(timestamp) from billhouse_raw.events where external_subscription_id = 'sub_active'",
                 settings={"max_rows_to_read": READ_LIMIT, "read_overflow_mode": "throw"},
             )
+
+
+def test_a_customer_with_no_subscription_left_gets_its_late_usage_on_an_invoice_of_its_own(
+    store: ScanStore,
+) -> None:
+    """It has no next invoice to wait for: the close that finds the late call bills it,
+    dated the close's day, and no later close bills it again or re-rates the period."""
+    [invoice] = [i for i in store.closes["nov-3"].created if i.external_customer_id == "cus_gone"]
+    assert invoice.issuing_date.isoformat() == "2026-11-03"
+    assert [(f.kind, f.units, f.amount_cents, f.period_start, f.invoice_display_name) for f in invoice.fees] == [
+        ("adjustment", 1, 50, AUGUST, "Calls (late usage, earlier period)")
+    ]
+    assert invoice.total_cents == 50
+    assert store.late_periods["dec-3"] == []
+    assert [i.external_customer_id for i in store.closes["dec-3"].created] == ["cus_active"]

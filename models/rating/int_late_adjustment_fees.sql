@@ -6,7 +6,12 @@
     increase is billed (units and amount each floored at 0): late usage that lowers a
     fee (a negative sum_agg value) bills nothing and is not refunded — a finalized
     invoice stands, corrections are credit notes — and later late usage bills only
-    what exceeds what was billed (docs/billing-clock.md, "Negative usage"). -#}
+    what exceeds what was billed (docs/billing-clock.md, "Negative usage").
+
+    A customer with no subscription left to invoice (every one ended at least two days
+    before as_of: its last period has closed) has no next invoice to wait for: its
+    adjustments go on an invoice of their own, dated the close's day in its timezone. -#}
+{{ config(meta={'customer_timezones': ['close_timezone']}) }}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
 ),
@@ -31,7 +36,33 @@ billed_fees as (
     select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
 ),
 
--- the invoice each customer gets from this close: its latest regular issuing date
+subscriptions as (
+    select * from {{ ref('stg_billhouse__subscriptions') }}
+),
+
+customers as (
+    select * from {{ ref('stg_billhouse__customers') }}
+),
+
+-- customers with late usage and no subscription that will invoice again
+ended_customers as (
+    select
+        customers.external_customer_id as external_customer_id,
+        customers.currency as currency,
+        {{ billhouse.local_date(billhouse.utc_instant(billhouse.close_setting('as_of')), 'customers.timezone') }}
+            as issuing_date
+    from customers
+    where customers.external_customer_id in (select external_customer_id from periods where is_late)
+        and customers.external_customer_id not in (
+            select external_customer_id from subscriptions
+            where coalesce(subscriptions.terminated_at, subscriptions.ending_at) is null
+                or coalesce(subscriptions.terminated_at, subscriptions.ending_at)
+                    > {{ dbt.dateadd('day', -2, billhouse.utc_instant(billhouse.close_setting('as_of'))) }}
+        )
+),
+
+-- the invoice each customer gets from this close: its latest regular issuing date, or
+-- for a customer with no subscription left, the close's day
 adjusting_dates as (
     select external_customer_id, currency, max(issuing_date) as adjusting_issuing_date
     from (
@@ -40,6 +71,8 @@ adjusting_dates as (
         select external_customer_id, currency, issuing_date from periods where closes_in_window
         union all
         select external_customer_id, currency, issuing_date from per_event_fees
+        union all
+        select external_customer_id, currency, issuing_date from ended_customers
     ) as regular
     group by external_customer_id, currency
 ),
