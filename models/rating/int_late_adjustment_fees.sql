@@ -8,9 +8,10 @@
     invoice stands, corrections are credit notes — and later late usage bills only
     what exceeds what was billed (docs/billing-clock.md, "Negative usage").
 
-    A customer with no subscription left to invoice (every one ended at least two days
-    before as_of: its last period has closed) has no next invoice to wait for: its
+    A customer with no subscription left to invoice (each stopped being billed by the
+    close's day: the clock's subscription_end_date) has no next invoice to wait for: its
     adjustments go on an invoice of their own, dated the close's day in its timezone. -#}
+{%- set as_of = billhouse.utc_instant(billhouse.close_setting('as_of')) %}
 {{ config(meta={'customer_timezones': ['close_timezone']}) }}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
@@ -44,20 +45,38 @@ customers as (
     select * from {{ ref('stg_billhouse__customers') }}
 ),
 
+successors as (
+    {{ billhouse.subscription_successors('subscriptions') }}
+),
+
+-- for the customers with late usage, the local date each of their subscriptions stops
+-- being billed (exclusive; null while it runs) and the close's day, in their timezone
+subscriptions_billed_until as (
+    select
+        subscriptions.external_customer_id as external_customer_id,
+        {{ billhouse.subscription_end_date(
+            'successors.has_successor', 'successors.successor_at',
+            'subscriptions.terminated_at', 'subscriptions.ending_at', 'customers.timezone') }} as end_date,
+        {{ billhouse.local_date(as_of, 'customers.timezone') }} as as_of_date
+    from subscriptions
+    inner join customers
+        on subscriptions.external_customer_id = customers.external_customer_id
+    left join successors
+        on subscriptions.external_subscription_id = successors.external_subscription_id
+    where subscriptions.external_customer_id in (select external_customer_id from periods where is_late)
+),
+
 -- customers with late usage and no subscription that will invoice again
 ended_customers as (
     select
         customers.external_customer_id as external_customer_id,
         customers.currency as currency,
-        {{ billhouse.local_date(billhouse.utc_instant(billhouse.close_setting('as_of')), 'customers.timezone') }}
-            as issuing_date
+        {{ billhouse.local_date(as_of, 'customers.timezone') }} as issuing_date
     from customers
     where customers.external_customer_id in (select external_customer_id from periods where is_late)
         and customers.external_customer_id not in (
-            select external_customer_id from subscriptions
-            where coalesce(subscriptions.terminated_at, subscriptions.ending_at) is null
-                or coalesce(subscriptions.terminated_at, subscriptions.ending_at)
-                    > {{ dbt.dateadd('day', -2, billhouse.utc_instant(billhouse.close_setting('as_of'))) }}
+            select external_customer_id from subscriptions_billed_until
+            where end_date is null or end_date > as_of_date
         )
 ),
 
