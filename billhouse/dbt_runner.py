@@ -12,16 +12,24 @@ dbt's runner is not safe to call from two threads at once: invocations are seria
 One process may run dbt on several stores in turn (the tests do): the chdb adapter checks
 each store's schema exists, where dbt-clickhouse checks once per process
 (adapters/dbt-chdb/dbt/adapters/chdb/client.py).
+
+The parsed project is kept for the process and handed to each invocation (dbt's
+``dbtRunner(manifest=...)``): what dbt parses does not depend on the store, only on the
+project's files, the warehouse type and ``--vars`` (a close's window is read when models
+compile), so a process that runs dbt on a new store does not parse the project again for
+it (4.4 s; docs/performance.md). A change to a project file parses it again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from billhouse.errors import BillhouseError
@@ -125,6 +133,44 @@ def store_lock_of(settings: Settings) -> AbstractContextManager[None]:
 # one dbt invocation at a time in this process (dbt keeps its state in globals)
 _DBT_INVOCATION = threading.Lock()
 
+# What dbt reads when it parses the project (dbt_project.yml's paths and its own files).
+PARSED_PATHS = ("dbt_project.yml", "profiles.yml", "selectors.yml", "models", "macros", "seeds", "tests/dbt")
+
+# dbt commands that work on the parsed project; the others (debug, deps, clean, init) do not
+MANIFEST_COMMANDS = frozenset(
+    {"build", "run", "test", "seed", "snapshot", "compile", "show", "ls", "list", "run-operation", "docs", "source",
+     "retry", "clone"}
+)
+
+# the parsed project per (project files, warehouse type, warehouse database, --vars)
+_parsed_projects: dict[tuple[str, ...], Any] = {}
+
+
+def project_fingerprint(project_dir: Path = PROJECT_DIR) -> str:
+    """A digest of the name, size and modification time of every file dbt parses."""
+    digest = hashlib.sha256()
+    for relative in PARSED_PATHS:
+        root = project_dir / relative
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path.relative_to(project_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def dbt_command(args: list[str]) -> str | None:
+    """The dbt subcommand among ``args`` (global flags such as ``--debug`` may come first)."""
+    return next((arg for arg in args if not arg.startswith("-")), None)
+
+
+def parsed_project_key(settings: Settings, variables: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a parsed project depends on besides the project's files: the warehouse type
+    (its adapter's macros, the seeds' column types), the warehouse database the nodes
+    are named in (PostgreSQL), and the ``--vars``. Not the store: every embedded store
+    names its relations alike."""
+    database = dbt_environment(settings).get("BILLHOUSE_PG_DATABASE", "")
+    return (project_fingerprint(), settings.warehouse_target, database, json.dumps(variables, sort_keys=True))
+
 
 def run_dbt(
     settings: Settings,
@@ -161,9 +207,20 @@ def run_dbt(
     ):
         # nothing on the console (the messages reach the callback); the log file as before
         callbacks = [keep_message, *([on_event] if on_event else [])]
-        outcome = dbtRunner(callbacks=callbacks).invoke(
-            [*command, "--log-level", "none", "--log-level-file", "debug"]
-        )
+        quiet = ["--log-level", "none", "--log-level-file", "debug"]
+        key = parsed_project_key(settings, variables)
+        subcommand = dbt_command(args)
+        if subcommand in MANIFEST_COMMANDS and key not in _parsed_projects:
+            # parse once (it writes the store's partial-parse file and manifest.json)
+            parse_command = ["parse", *command[len(args):]]
+            parsed = dbtRunner(callbacks=callbacks).invoke([*parse_command, *quiet])
+            if not parsed.success:
+                raise DbtRunError(parse_command, "\n".join(lines) + f"\nException: {parsed.exception}")
+            _parsed_projects[key] = parsed.result
+        manifest = _parsed_projects.get(key) if subcommand in MANIFEST_COMMANDS else None
+        outcome = dbtRunner(manifest=manifest, callbacks=callbacks).invoke([*command, *quiet])
+        if subcommand == "parse" and outcome.success:
+            _parsed_projects[key] = outcome.result
     output = "\n".join(lines)
     # an error dbt raised without reporting it as a message (a bad --vars, say); the
     # others it has reported already

@@ -1,5 +1,6 @@
 """How dbt runs: in this process, one store at a time, with a close's settings as
-environment variables (partial parsing), not --vars."""
+environment variables (partial parsing), not --vars, and the project parsed once per
+process."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from billhouse import dbt_runner
 from billhouse.close import close_variables
-from billhouse.dbt_runner import patched_environment, run_dbt, split_variables
+from billhouse.dbt_runner import parsed_project_key, patched_environment, project_fingerprint, run_dbt, split_variables
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
@@ -41,9 +43,13 @@ def test_the_close_settings_are_set_for_dbt_then_put_back(monkeypatch: pytest.Mo
     assert os.environ["BILLHOUSE_CLOSE_FROM"] == "from-the-shell"
 
 
-def test_a_new_close_window_reuses_the_parsed_project_and_still_applies(tmp_path: Path) -> None:
+def test_a_new_close_window_reuses_the_parsed_project_and_still_applies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The window is read when models compile, not while dbt parses: a close with a new
-    window re-parses nothing (about a second of every close) and compiles with that window."""
+    window re-parses nothing (about a second of every close) and compiles with that window.
+    Checked as a new process sees it (nothing parsed in memory: dbt's partial parsing)."""
+    monkeypatch.setattr(dbt_runner, "_parsed_projects", {})
     settings = Settings(data_dir=tmp_path)
     with open_warehouse(settings):
         pass  # the raw tables (dbt sources) exist
@@ -51,6 +57,7 @@ def test_a_new_close_window_reuses_the_parsed_project_and_still_applies(tmp_path
     later_window = close_variables(
         datetime(2026, 11, 3, 5, tzinfo=timezone.utc), datetime(2026, 11, 2, 5, tzinfo=timezone.utc), "America/New_York"
     )
+    monkeypatch.setattr(dbt_runner, "_parsed_projects", {})  # as the next close's process
     result = run_dbt(settings, ["--debug", "compile", "--select", "int_billing_periods", "int_subscription_periods"], later_window)
 
     assert "Partial parsing enabled, no changes found, skipping parsing" in result.output
@@ -81,3 +88,46 @@ def test_dbt_runs_in_this_process_on_each_store_in_turn_and_leaves_it_free(tmp_p
         capture_output=True, text=True, timeout=120,
     )
     assert (other_process.returncode, other_process.stdout.strip()) == (0, "1"), other_process.stderr[-500:]
+
+
+def test_a_new_store_uses_the_project_parsed_for_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What dbt parses does not depend on the store: the second store's first run parses
+    nothing (a full parse of a new store's project took 4.4 s), and builds from it."""
+    monkeypatch.setattr(dbt_runner, "_parsed_projects", {})
+    outputs = []
+    for name in ("first", "second"):
+        settings = Settings(data_dir=tmp_path / name)
+        with open_warehouse(settings):
+            pass  # the raw tables (dbt sources) exist
+        result = run_dbt(settings, ["--debug", "run", "--select", "stg_billhouse__plans"])
+        assert result.summary.startswith("PASS=1 ")
+        assert (settings.dbt_target_dir / "manifest.json").exists()
+        outputs.append(result.output)
+    parsing = ("Starting full parse", "Partial parsing", "Command `cli parse`")
+    assert all(message in outputs[0] for message in parsing[::2])
+    assert not any(message in outputs[1] for message in parsing)
+
+
+def test_the_parsed_project_is_kept_per_project_files_warehouse_and_vars(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: p\n")
+    model = project / "models" / "m.sql"
+    model.write_text("select 1 as x")
+    before = project_fingerprint(project)
+    assert project_fingerprint(project) == before
+    model.write_text("select 2 as x")  # same size, another modification time
+    os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 1_000_000))
+    edited = project_fingerprint(project)
+    assert edited != before
+    (project / "models" / "n.sql").write_text("select 1 as y")
+    assert project_fingerprint(project) not in (before, edited)
+
+    store = Settings(data_dir=tmp_path / "a")
+    assert parsed_project_key(store, {}) == parsed_project_key(Settings(data_dir=tmp_path / "b"), {})
+    assert parsed_project_key(store, {}) != parsed_project_key(store, {"raw_schema": "other"})
+    assert parsed_project_key(store, {}) != parsed_project_key(
+        Settings(data_dir=tmp_path / "a", warehouse_target="postgres"), {}
+    )
