@@ -12,7 +12,9 @@ and written in that same transaction, under locks on what they consume.
 
 A finalized invoice never changes: a re-run with a different draft for the same
 ``invoice_key`` returns the invoice as issued (and logs a warning); corrections are
-credit notes.
+credit notes. A re-drafted invoice whose periods had late usage since is re-rated with
+it; that difference was billed as adjustments on later invoices (or is on one of this
+close's drafts), so it is not reported as one.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 _FEE_BILLED_ONCE = "invoice_fees_fee_key_billed_once"
 
+# a late-usage adjustment's fee key: <the adjusted fee's key>/adjustment/<...>
+ADJUSTMENT_KEY = "/adjustment/"
+
 
 def finalize_drafts(
     conn: psycopg.Connection,
@@ -66,7 +71,11 @@ def finalize_drafts(
     """
     if conn.info.transaction_status != TransactionStatus.IDLE:
         raise TransactionStateError("finalize_drafts() runs its own transactions; commit first")
-    return [_finalize_one(conn, draft, billing_entity, prefix) for draft in drafts]
+    drafts = list(drafts)
+    drafted_adjustments = {
+        fee.fee_key: fee.amount_cents for draft in drafts for fee in draft.fees if ADJUSTMENT_KEY in fee.fee_key
+    }
+    return [_finalize_one(conn, draft, billing_entity, prefix, drafted_adjustments) for draft in drafts]
 
 
 def validate_draft(draft: InvoiceDraft) -> None:
@@ -108,14 +117,18 @@ def validate_draft(draft: InvoiceDraft) -> None:
 
 
 def _finalize_one(
-    conn: psycopg.Connection, draft: InvoiceDraft, billing_entity: str, prefix: str
+    conn: psycopg.Connection,
+    draft: InvoiceDraft,
+    billing_entity: str,
+    prefix: str,
+    drafted_adjustments: dict[str, int],
 ) -> FinalizedInvoice:
     # Re-runs are the common case: answer them without queueing on the sequence lock.
     # (In a transaction block too, so a non-autocommit connection is left idle.)
     with conn.transaction():
         existing = find_invoice(conn, invoice_key=draft.invoice_key)
     if existing is not None:
-        return _already_finalized(existing, draft, billing_entity)
+        return _already_finalized(conn, existing, draft, billing_entity, drafted_adjustments)
     validate_draft(draft)
     try:
         with conn.transaction():
@@ -123,7 +136,7 @@ def _finalize_one(
             # Under the lock: a concurrent finalization of this key has committed or not.
             existing = find_invoice(conn, invoice_key=draft.invoice_key)
             if existing is not None:
-                return _already_finalized(existing, draft, billing_entity)
+                return _already_finalized(conn, existing, draft, billing_entity, drafted_adjustments)
             sequential_id, number = issue_next_number(conn, sequence)
             _insert(conn, draft, billing_entity, sequential_id, number)
             invoice = find_invoice(conn, invoice_key=draft.invoice_key)
@@ -226,22 +239,55 @@ def _insert(
 
 
 def _already_finalized(
-    existing: FinalizedInvoice, draft: InvoiceDraft, billing_entity: str
+    conn: psycopg.Connection,
+    existing: FinalizedInvoice,
+    draft: InvoiceDraft,
+    billing_entity: str,
+    drafted_adjustments: dict[str, int],
 ) -> FinalizedInvoice:
     if existing.billing_entity != billing_entity:
         raise InvoiceKeyConflictError(
             f"invoice_key {draft.invoice_key!r} is {existing.number} of billing entity"
             f" {existing.billing_entity!r}, not {billing_entity!r}"
         )
-    if existing.sub_total_cents != draft.sub_total_cents or {f.fee_key for f in existing.fees} != {
-        f.fee_key for f in draft.fees
-    }:
+    fee_keys = {f.fee_key for f in existing.fees}
+    if fee_keys != {f.fee_key for f in draft.fees}:
         logger.warning(
-            "draft %s differs from finalized invoice %s; the invoice stays as issued",
+            "draft %s differs from finalized invoice %s (other fees); the invoice stays as issued",
             draft.invoice_key,
             existing.number,
         )
+    elif existing.sub_total_cents != draft.sub_total_cents:
+        adjusted = existing.sub_total_cents + sum(late_adjustments(conn, fee_keys, drafted_adjustments).values())
+        if adjusted != draft.sub_total_cents:
+            logger.warning(
+                "draft %s differs from finalized invoice %s (sub-total %s, %s with its late-usage"
+                " adjustments, re-drafted %s); the invoice stays as issued",
+                draft.invoice_key,
+                existing.number,
+                existing.sub_total_cents,
+                adjusted,
+                draft.sub_total_cents,
+            )
     return existing
+
+
+def late_adjustments(
+    conn: psycopg.Connection, fee_keys: set[str], drafted_adjustments: dict[str, int]
+) -> dict[str, int]:
+    """The late-usage adjustments of ``fee_keys`` (key: amount in minor units), finalized in
+    the ledger or on a draft of this close (the same adjustment counts once)."""
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT fee_key, amount_cents FROM invoice_fees"
+            " WHERE kind = 'adjustment' AND split_part(fee_key, %s, 1) = ANY(%s)",
+            (ADJUSTMENT_KEY, sorted(fee_keys)),
+        ).fetchall()
+    adjustments = {
+        key: cents for key, cents in drafted_adjustments.items() if key.split(ADJUSTMENT_KEY, 1)[0] in fee_keys
+    }
+    adjustments.update({key: cents for key, cents in rows})
+    return adjustments
 
 
 def _utc(value: datetime) -> datetime:

@@ -6,6 +6,7 @@ data directory, once for this module.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
 from collections.abc import Iterator
@@ -241,6 +242,29 @@ def test_finalized_invoice_cannot_change(conn: psycopg.Connection) -> None:
         conn.execute("DELETE FROM invoices WHERE id = %s", (invoice.id,))
     conn.execute("UPDATE invoices SET payment_status = 'succeeded' WHERE id = %s", (invoice.id,))
     assert get_invoice(conn, id=invoice.id).payment_status == "succeeded"
+
+
+def test_a_re_drafted_invoice_is_reported_unless_its_late_adjustments_explain_it(
+    conn: psycopg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A re-run re-drafts an issued invoice with its periods re-rated: late usage found
+    since makes it larger by what the adjustments billed (on this close's drafts or on
+    earlier invoices). That is not a drift worth a warning; anything else is."""
+    (issued,) = finalize_drafts(conn, [make_draft("redraft", 150)], "redraft", "RD")
+    later = make_draft("redraft-later", 50)
+    adjustment = replace(later, fees=(replace(later.fees[0], fee_key="redraft/fee-0/adjustment/2025-05-01", kind="adjustment"),))
+    re_rated = make_draft("redraft", 200)
+    with caplog.at_level(logging.WARNING, logger="invoicing.finalize"):
+        again, adjusted = finalize_drafts(conn, [re_rated, adjustment], "redraft", "RD")  # adjustment pending
+        assert (again.number, again.created, adjusted.number, adjusted.created) == (issued.number, False, "RD-000002", True)
+        finalize_drafts(conn, [re_rated, adjustment], "redraft", "RD")  # in the ledger and drafted: once
+        finalize_drafts(conn, [re_rated], "redraft", "RD")  # in the ledger
+        assert caplog.messages == []
+        assert [i.number for i in finalize_drafts(conn, [make_draft("redraft", 260)], "redraft", "RD")] == ["RD-000001"]
+    assert caplog.messages == [
+        "draft redraft differs from finalized invoice RD-000001 (sub-total 150, 200 with its late-usage"
+        " adjustments, re-drafted 260); the invoice stays as issued"
+    ]
 
 
 def _finalize_worker(url: str, worker: int, start: threading.Barrier, out: multiprocessing.Queue) -> None:
