@@ -146,6 +146,12 @@ MANIFEST_COMMANDS = frozenset(
 _parsed_projects: dict[tuple[str, ...], Any] = {}
 
 
+def forget_parsed_projects() -> None:
+    """Drop the parsed projects kept in memory: the next invocation loads the project as a
+    new process does (from the store's partial-parse file, or by parsing it)."""
+    _parsed_projects.clear()
+
+
 def project_fingerprint(project_dir: Path = PROJECT_DIR) -> str:
     """A digest of the name, size and modification time of every file dbt parses."""
     digest = hashlib.sha256()
