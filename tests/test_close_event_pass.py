@@ -181,39 +181,6 @@ def test_the_duplicate_index_appends_only_what_new_events_duplicate(indexed_stor
     assert [t for s, t, _ in deduplicated if t.startswith("a-nov-")] == ["a-nov-1", "a-nov-2"]
 
 
-SUBSCRIPTION_FILTER = "external_subscription_id in (select external_subscription_id from new_events)"
-
-
-def test_the_index_reads_by_subscription_only_when_few_subscriptions_have_new_events(
-    indexed_store: IndexedStore,
-) -> None:
-    """The previous build's new events were sub_a's alone (one subscription of three): the
-    semi-join read sub_a's stored events only. Here two of three have new events: it
-    reads every stored identity instead, and finds the same duplicates."""
-    store = indexed_store
-    compiled = (
-        store.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
-        / "int_event_identities_duplicated.sql"
-    )
-    assert SUBSCRIPTION_FILTER in compiled.read_text()
-    store.load([
-        _event("b-tok-1", "sub_b", "tokens", "2026-11-05T00:00:00Z", tokens="7"),  # a resend
-        _event("j-nov-1", "sub_j", "api_calls", "2026-11-02T00:00:00Z"),
-    ])
-    store.build()
-    assert "new_events" in compiled.read_text() and SUBSCRIPTION_FILTER not in compiled.read_text()
-    index = store.index()
-    [resend] = store.query(
-        "select cityHash64(external_subscription_id, transaction_id) as h from billhouse_raw.events"
-        " where transaction_id = 'b-tok-1' group by h"
-    )
-    latest_scan = max(row["scanned_through_block"] for row in index)
-    assert [row["identity_hash"] for row in index if row["copies"] > 1 and row["scanned_through_block"] == latest_scan] == [
-        resend["h"]
-    ]
-    assert {row["identity_hash"] for row in index if row["copies"] > 1} == store.duplicated_in_store()
-
-
 def test_a_recreated_events_table_is_scanned_whole_again(indexed_store: IndexedStore) -> None:
     store = indexed_store
     before = store.deduplicated()
