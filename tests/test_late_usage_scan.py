@@ -9,7 +9,10 @@ their periods' time range. The store below bills a customer who churned on Aug 2
 active customer's October (5 000 calls in one insert block), and checks that the late
 check reads neither those calls nor the churned customer's events until a late event of
 the churned customer arrives, which it then finds and bills on an invoice of its own (the
-customer has no next invoice to wait for).
+customer has no next invoice to wait for). Last, once the active customer's November calls
+are stored (after October's invoice), October's period is checked at each close, and the
+check reads October's events (their insert blocks), not November's: before, a close late
+in a month read every event of that month.
 """
 
 from __future__ import annotations
@@ -52,10 +55,10 @@ AUGUST = datetime(2026, 8, 1, tzinfo=timezone.utc)
 @dataclass
 class ScanStore(LateStore):
     # each close's late check run again right after it, allowed to read at most
-    # READ_LIMIT rows: the subscriptions it found, or ClickHouse's refusal
+    # read_limit rows (READ_LIMIT unless given): the subscriptions it found, or ClickHouse's refusal
     limited_check: dict[str, list[str] | str] = field(default_factory=dict)
 
-    def close(self, label: str, as_of: str) -> None:
+    def close(self, label: str, as_of: str, read_limit: int = READ_LIMIT) -> None:
         super().close(label, as_of)
         compiled = self.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
         late_check = (compiled / "int_late_usage_periods.sql").read_text()
@@ -63,7 +66,7 @@ class ScanStore(LateStore):
             try:
                 result = warehouse.client.query(
                     f"select external_subscription_id from ({late_check}) order by 1",
-                    settings={"max_rows_to_read": READ_LIMIT, "read_overflow_mode": "throw"},
+                    settings={"max_rows_to_read": read_limit, "read_overflow_mode": "throw"},
                 )
                 self.limited_check[label] = [row[0] for row in result.result_rows]
             except DatabaseError as refused:
@@ -87,6 +90,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanStore]:
         # a late August call of the churned customer, months after its invoice
         s.load([_call("g-late", "sub_gone", "2026-08-15T12:00:00Z")], ingested_at="2026-11-02T10:00:00Z")
         s.close("nov-3", "2026-11-03T00:05:00Z")
+        # November's calls of the active customer, stored after October's invoice: October's
+        # period is checked again, but they lie outside its time range
+        s.load([_call(f"n-{i}", "sub_active", "2026-11-03T12:00:00Z") for i in range(3 * ACTIVE_CALLS)],
+               ingested_at="2026-11-03T13:00:00Z")
+        s.close("nov-4", "2026-11-04T00:05:00Z", read_limit=2 * ACTIVE_CALLS)
         s.close("dec-3", "2026-12-03T00:05:00Z")
         yield s
     finally:
@@ -120,6 +128,14 @@ def test_the_read_limit_is_tight_enough_to_fail(store: ScanStore) -> None:
                 "select max(timestamp) from billhouse_raw.events where external_subscription_id = 'sub_active'",
                 settings={"max_rows_to_read": READ_LIMIT, "read_overflow_mode": "throw"},
             )
+
+
+def test_the_late_check_reads_no_event_outside_the_invoiced_periods(store: ScanStore) -> None:
+    """October's period has events stored after its invoice (November's calls): it is
+    checked, and the check reads October's 5 000 calls (by their insert block), not
+    November's 15 000 (outside its time range; the month partitions)."""
+    assert store.late_periods["nov-4"] == []
+    assert store.limited_check["nov-4"] == []
 
 
 def test_a_customer_with_no_subscription_left_gets_its_late_usage_on_an_invoice_of_its_own(

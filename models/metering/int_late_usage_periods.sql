@@ -36,8 +36,9 @@ customers as (
     period would be set by the one invoiced longest ago (a churned customer's: every
     event stored since would be read at each close), so the periods of subscriptions
     billed within the last stale_after_days days share one block bound, and the others
-    are read by subscription (the primary key's prefix) and by their own periods' time
-    range. PostgreSQL: one pass, by ingestion time. -#}
+    are read by subscription (the primary key's prefix). Every pass reads the events of
+    its periods' time range only (the month partitions). PostgreSQL: one pass, by
+    ingestion time. -#}
 {%- set stale_after_days = 40 %}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
 {%- if block_numbered %}
@@ -73,11 +74,11 @@ late_events as (
             select external_subscription_id from checked_periods where {{ condition }}
         )
         {%- endif %}
-        {%- if pass == 'stale' %}
-        -- their periods' time range: the scan skips the months outside it
+        -- the checked periods' time range: the scan skips the months outside it (the
+        -- current month's events, stored after every invoice's block, are read by no pass:
+        -- without it, the daily close of Nov 29 read all of November's events, 3.1 s at 93 M)
         and events.event_at >= (select min(period_start) from checked_periods where {{ condition }})
         and events.event_at < (select max(period_end) from checked_periods where {{ condition }})
-        {%- endif %}
         -- bounds known before the join, which most events fail (each null when no
         -- period has its kind of bound: a min over no rows of a non-null column is not
         -- null on ClickHouse, hence the case). On ClickHouse the block bound skips
