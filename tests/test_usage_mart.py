@@ -1,8 +1,8 @@
 """The usage mart maintained month by month (issue 4, "closes stay cheap at scale").
 
 On ClickHouse fct_usage is incremental (insert_overwrite by UTC month of usage_date):
-a build recomputes the months of the events loaded since its watermark and replaces
-those partitions; a first build, a re-created events table, or a change of the metrics
+a build recomputes the days of the events loaded since its watermark, copies the other
+days of their months, and replaces those months' partitions; a first build, a re-created events table, or a change of the metrics
 or of the subscriptions' customers recompute every month. Each case is checked against
 a full rebuild (`--full-refresh`) of the same store, which must give the same rows.
 The tests share one small store and run in order.
@@ -77,6 +77,12 @@ class UsageStore:
             for r in self.rows()
         }
 
+    def blocks_by_day(self) -> dict[str, set[int]]:
+        days: dict[str, set[int]] = {}
+        for r in self.rows():
+            days.setdefault(str(r["usage_date"]), set()).add(r["computed_through_block"])
+        return days
+
     def blocks_by_month(self) -> dict[str, set[int]]:
         months: dict[str, set[int]] = {}
         for r in self.rows():
@@ -92,7 +98,7 @@ def usage_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsageStore
     yield store
 
 
-def test_a_build_recomputes_only_the_months_of_the_events_loaded_since_the_last_one(usage_store: UsageStore) -> None:
+def test_a_build_recomputes_only_the_days_of_the_events_loaded_since_the_last_one(usage_store: UsageStore) -> None:
     store = usage_store
     before = store.mart()
     first_blocks = store.blocks_by_month()
@@ -108,6 +114,7 @@ def test_a_build_recomputes_only_the_months_of_the_events_loaded_since_the_last_
     ])
     plan = store.build()
     assert plan["mode"] == "months" and plan["months"] == [["2026-11-01", "2026-12-01"]]
+    assert plan["days"] == ["2026-11-01", "2026-11-15"]
     blocks = store.blocks_by_month()
     assert blocks["2026-10"] == first_blocks["2026-10"], "October was not recomputed"
     assert blocks["2026-11"] == {int(plan["through_block"])} and int(plan["through_block"]) > max(first_blocks["2026-11"])
@@ -125,11 +132,18 @@ def test_a_resend_in_another_month_does_not_count_and_a_copy_that_outranks_moves
 ) -> None:
     store = usage_store
     before = store.mart()
+    blocks_before = store.blocks_by_day()
     # a-call-1 (October 2) resent with a January timestamp: the first accepted copy wins
     store.load([_event("a-call-1", "sub_a", "api_calls", "2027-01-10T00:00:00Z")])
     plan = store.build()
-    # its own month, and the month of its first copy (a copy may outrank the other)
+    # its own day, and the day of its first copy (a copy may outrank the other)
     assert plan["mode"] == "months" and [m[0] for m in plan["months"]] == ["2026-10-01", "2027-01-01"]
+    assert plan["days"] == ["2026-10-02", "2027-01-10"]
+    # October's other days are copied as they were, and stamped with this build
+    blocks = store.blocks_by_day()
+    assert {d: b for d, b in blocks.items() if d.startswith("2026-10")} == {
+        d: {int(plan["through_block"])} for d in blocks_before if d.startswith("2026-10")
+    }
     assert store.mart() == before
     assert "2027-01" not in store.blocks_by_month()
     assert store.rebuilt_from_scratch() == before
@@ -143,6 +157,7 @@ def test_a_resend_in_another_month_does_not_count_and_a_copy_that_outranks_moves
                ingested_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
     plan = store.build()
     assert [m[0] for m in plan["months"]] == ["2027-03-01", "2027-04-01"]
+    assert plan["days"] == ["2027-03-05", "2027-04-07"]
     moved = store.mart()
     assert ("cus_a", "storage_gb", "2027-03-05") not in moved and "2027-03" not in store.blocks_by_month()
     assert moved[("cus_a", "storage_gb", "2027-04-07")] == ("sum_agg", 1, Decimal(4))

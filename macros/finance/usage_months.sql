@@ -8,12 +8,18 @@
       the inputs that give past months their values changed: the billable metrics (code,
       aggregation_type, field_name) or the subscription -> customer mapping, kept as a
       fingerprint (cityHash64 of their sorted rows) on every row of the mart.
-    - 'months': the UTC months of the events loaded since the mart's watermark (insert
+    - 'months': the UTC days of the events loaded since the mart's watermark (insert
       block number `_block_number` above max(computed_through_block), which is how far
-      int_event_identities_duplicated had scanned the events), and the months of
-      every copy of the identities those events resent (a new copy may outrank an old one:
-      then both months change). The events are read with constant month bounds, so a
-      raw table partitioned by month reads those months only.
+      int_event_identities_duplicated had scanned the events), and the days of every
+      copy of the identities those events resent (a new copy may outrank an old one:
+      then both days change) — `days` — and the months that hold them — `months`, the
+      partitions the build replaces. Only those days are recomputed from the events
+      (read with constant month bounds, so a raw table partitioned by month reads those
+      months only); the months' other days are copied from the mart as they are, and
+      stamped as current through this build. A daily close thus recomputes the days it
+      loaded events for, not the month so far (20 s a refresh at the end of a month of
+      100 M events when whole months were recomputed). Day partitions would spare the
+      copy, but a full build would write a part per day into every insert block.
     - 'none': nothing loaded since; the build inserts nothing.
 
     The plan is written into the compiled SQL (a comment) so that the post-hook
@@ -24,7 +30,7 @@
 {% macro usage_months_plan(metrics_relation, subscriptions_relation, duplicated_relation) %}
     {%- set raw_events = source('billhouse', 'events') -%}
     {%- set plan = {
-        'mode': 'full', 'months': [], 'through_block': '0', 'events_table_uuid': '',
+        'mode': 'full', 'months': [], 'days': [], 'through_block': '0', 'events_table_uuid': '',
         'inputs_fingerprint': '0', 'previous_block': none
     } -%}
     {%- if not execute or not billhouse.events_have_block_numbers() -%}
@@ -65,7 +71,7 @@
         {{ return(plan) }}
     {%- endif -%}
 
-    {#- the months of the new events, and of every copy of the identities they resent
+    {#- the days of the new events, and of every copy of the identities they resent
         (found like int_event_identities_duplicated finds them: the subscription is the
         raw table's primary key prefix, so only the resent events' subscriptions are read) -#}
     {%- set touched = run_query(
@@ -76,21 +82,27 @@
         ~ " select identity_hash, external_subscription_id from new_events"
         ~ " where identity_hash in (select identity_hash from " ~ duplicated_relation ~ " where copies > 1)),"
         ~ " touched as ("
-        ~ " select distinct toStartOfMonth(timestamp, 'UTC') as month from new_events"
+        ~ " select distinct toDate(timestamp, 'UTC') as touched_day from new_events"
         ~ " union distinct"
-        ~ " select distinct toStartOfMonth(timestamp, 'UTC') as month from " ~ raw_events
+        ~ " select distinct toDate(timestamp, 'UTC') as touched_day from " ~ raw_events
         ~ " where external_subscription_id in (select external_subscription_id from resent)"
         ~ " and identity_hash in (select identity_hash from resent))"
-        ~ " select toString(month) as month_start, toString(addMonths(month, 1)) as next_month_start"
-        ~ " from touched order by month"
+        ~ " select toString(touched_day) as day, toString(toStartOfMonth(touched_day)) as month_start,"
+        ~ " toString(addMonths(toStartOfMonth(touched_day), 1)) as next_month_start"
+        ~ " from touched order by touched_day"
     ) -%}
     {%- set months = [] -%}
+    {%- set days = [] -%}
     {%- for row in touched.rows -%}
-        {%- do months.append([row['month_start'], row['next_month_start']]) -%}
+        {%- do days.append(row['day']) -%}
+        {%- if [row['month_start'], row['next_month_start']] not in months -%}
+            {%- do months.append([row['month_start'], row['next_month_start']]) -%}
+        {%- endif -%}
     {%- endfor -%}
     {%- do plan.update({
         'mode': ('months' if months else 'none'),
         'months': months,
+        'days': days,
         'previous_block': built['through_block'],
     }) -%}
     {{ return(plan) }}
@@ -107,6 +119,16 @@
             {{- ' or ' if not loop.first }}({{ instant }} >= toDateTime64('{{ month[0] }} 00:00:00', 3, 'UTC')
             and {{ instant }} < toDateTime64('{{ month[1] }} 00:00:00', 3, 'UTC'))
         {%- endfor -%})
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#- A constant condition on a date column: one of the plan's days. -#}
+{% macro usage_day_in(date_column, days) -%}
+    {%- if not days -%}
+        1 = 0
+    {%- else -%}
+        {{ date_column }} in ({% for day in days %}toDate('{{ day }}'){{ ', ' if not loop.last }}{% endfor %})
     {%- endif -%}
 {%- endmacro %}
 

@@ -23,8 +23,9 @@
     Refreshed by every close, so an event costs only what its metric needs: the JSON
     properties are parsed for the metrics that read a field, and the latest value is an
     aggregate, not a window over every event. On ClickHouse the mart is maintained month
-    by month (macros/finance/usage_months.sql): a build recomputes the UTC months of the
-    events loaded since the previous one and replaces those partitions; everything is
+    by month (macros/finance/usage_months.sql): a build recomputes the UTC days of the
+    events loaded since the previous one, copies the other days of their months as built,
+    and replaces those months' partitions; everything is
     recomputed on a first build, --full-refresh, a re-created events table or a change of
     the metrics or of the subscriptions' customers. Every row records the build that wrote
     it (computed_through_block, events_table_uuid, inputs_fingerprint). PostgreSQL
@@ -62,7 +63,7 @@ with events as (
     select * from {{ ref('int_events_deduplicated') }}
 ),
 {%- else %}
-{#- the events of the recomputed months, deduplicated as int_events_deduplicated does
+{#- the events of the recomputed days, deduplicated as int_events_deduplicated does
     (the first accepted copy wins: same ranking), without reading the other months: the
     copies of an identity stored more than once are ranked over the whole store, found
     through their subscriptions (the raw table's primary key prefix) -#}
@@ -78,6 +79,7 @@ with events_in_months as (
         identity_hash
     from {{ ref('stg_billhouse__events') }}
     where {{ billhouse.usage_month_bounds('event_at', plan.months) }}
+        and {{ billhouse.usage_day_in(billhouse.utc_date('event_at'), plan.days) }}
 ),
 
 duplicated_keys as (
@@ -115,6 +117,7 @@ first_copies as (
     select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at, property_numbers
     from ranked_copies
     where copy_number = 1 and {{ billhouse.usage_month_bounds('event_at', plan.months) }}
+        and {{ billhouse.usage_day_in(billhouse.utc_date('event_at'), plan.days) }}
 ),
 
 events as (
@@ -156,7 +159,7 @@ event_values as (
         on events.billable_metric_code = metrics.billable_metric_code
 ),
 
-final as (
+recomputed as (
     select
         external_customer_id,
         billable_metric_code,
@@ -173,9 +176,35 @@ final as (
                 {{ billhouse.latest_agg('field_value', '1', 'event_at', 'ingested_at', 'transaction_id') }}
                 as {{ billhouse.nullable_decimal_type() }}
             )
-        end as units,
+        end as units
+    from event_values
+    group by external_customer_id, billable_metric_code, usage_date, aggregation_type
+),
+{%- if plan.mode == 'months' %}
+
+-- the replaced months' other days, as the mart holds them: no event of theirs changed
+kept_days as (
+    select external_customer_id, billable_metric_code, usage_date, aggregation_type, events_count, units
+    from {{ this }}
+    where toStartOfMonth(usage_date) in (
+        {%- for month in plan.months %}toDate('{{ month[0] }}'){{ ', ' if not loop.last }}{% endfor -%}
+    )
+        and not {{ billhouse.usage_day_in('usage_date', plan.days) }}
+),
+{%- endif %}
+
+final as (
+    {%- for rows in (['recomputed', 'kept_days'] if plan.mode == 'months' else ['recomputed']) %}
+    select
+        external_customer_id,
+        billable_metric_code,
+        usage_date,
+        aggregation_type,
+        events_count,
+        units,
         {%- if billhouse.events_have_block_numbers() %}
         -- the build that wrote the row: max(computed_through_block) is the mart's watermark
+        -- (a kept day is current through it too)
         toUInt64('{{ plan.through_block }}') as computed_through_block,
         '{{ plan.events_table_uuid }}' as events_table_uuid,
         toUInt64('{{ plan.inputs_fingerprint }}') as inputs_fingerprint
@@ -184,8 +213,11 @@ final as (
         '' as events_table_uuid,
         cast(0 as bigint) as inputs_fingerprint
         {%- endif %}
-    from event_values
-    group by external_customer_id, billable_metric_code, usage_date, aggregation_type
+    from {{ rows }}
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
 )
 
 select * from final
