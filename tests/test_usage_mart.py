@@ -194,6 +194,25 @@ def test_a_mart_built_before_it_was_maintained_by_month_is_rebuilt(usage_store: 
     assert store.mart() == before
 
 
+def test_a_new_subscription_recomputes_no_past_month(usage_store: UsageStore) -> None:
+    """A subscription added since the last build changes no row already built (its events
+    come after it): the next build recomputes nothing, and its events are new ones."""
+    store = usage_store
+    before = store.mart()
+    spec = copy.deepcopy(store.catalog_spec)
+    spec["subscriptions"].append({"external_id": "sub_new", "external_customer_id": "cus_a", "plan_code": "starter",
+                                  "subscription_at": "2026-11-20T00:00:00Z"})
+    store.replace_catalog(spec)
+    assert store.build()["mode"] == "none"
+    assert store.mart() == before
+    store.load([_event("new-1", "sub_new", "api_calls", "2026-11-21T00:00:00Z")])
+    plan = store.build()
+    assert (plan["mode"], plan["days"]) == ("months", ["2026-11-21"])
+    grown = store.mart()
+    assert grown == {**before, ("cus_a", "api_calls", "2026-11-21"): ("count_agg", 1, Decimal(1))}
+    assert store.rebuilt_from_scratch() == grown
+
+
 def test_a_changed_metric_field_or_subscription_customer_recomputes_every_month(usage_store: UsageStore) -> None:
     store = usage_store
     fingerprints = {r["inputs_fingerprint"] for r in store.rows()}

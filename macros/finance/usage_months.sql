@@ -6,8 +6,12 @@
     - 'full': every month. First build or --full-refresh; the mart is empty or was built
       by another events table (its UUID: a re-created table restarts block numbers); or
       the inputs that give past months their values changed: the billable metrics (code,
-      aggregation_type, field_name) or the subscription -> customer mapping, kept as a
-      fingerprint (cityHash64 of their sorted rows) on every row of the mart.
+      aggregation_type, field_name), kept as a fingerprint (cityHash64 of their sorted
+      rows) on every row of the mart, or the customer of a subscription the previous
+      build knew (changed, or the subscription removed), compared with the mapping that
+      build used (the table fct_usage__subscription_customers, written by the post-hook
+      usage_subscription_customers_snapshot()). A new subscription changes no past row:
+      its events are loaded after its creation, so they are recomputed as new ones.
     - 'months': the UTC days of the events loaded since the mart's watermark (insert
       block number `_block_number` above max(computed_through_block), which is how far
       int_event_identities_duplicated had scanned the events), and the days of every
@@ -46,9 +50,7 @@
         ~ " " ~ billhouse.events_table_uuid() ~ " as events_table_uuid,"
         ~ " toString(cityHash64("
         ~ "(select arraySort(groupArray((billable_metric_code, aggregation_type, coalesce(field_name, ''))))"
-        ~ " from " ~ metrics_relation ~ "),"
-        ~ " (select arraySort(groupArray((external_subscription_id, external_customer_id)))"
-        ~ " from " ~ subscriptions_relation ~ "))) as inputs_fingerprint"
+        ~ " from " ~ metrics_relation ~ "))) as inputs_fingerprint"
     ).rows[0] -%}
     {%- do plan.update({
         'through_block': current['through_block'],
@@ -68,6 +70,20 @@
         ~ " from " ~ this
     ).rows[0] -%}
     {%- if built['row_count'] == 0 or not built['same_table'] or not built['same_inputs'] -%}
+        {{ return(plan) }}
+    {%- endif -%}
+
+    {#- a subscription the previous build knew now has another customer, or is gone -#}
+    {%- set mapping = billhouse.usage_subscription_customers_relation() -%}
+    {%- if adapter.get_relation(mapping.database, mapping.schema, mapping.identifier) is none -%}
+        {{ return(plan) }}
+    {%- endif -%}
+    {%- set remapped = run_query(
+        "select count() as n from " ~ mapping
+        ~ " where (external_subscription_id, external_customer_id) not in"
+        ~ " (select external_subscription_id, external_customer_id from " ~ subscriptions_relation ~ ")"
+    ).rows[0]['n'] -%}
+    {%- if remapped > 0 -%}
         {{ return(plan) }}
     {%- endif -%}
 
@@ -137,6 +153,26 @@
 {% macro usage_months_plan_comment(plan) -%}
     /* usage_months_plan {{ tojson(plan) }} */
 {%- endmacro %}
+
+
+{#- The subscription -> customer mapping the latest build of fct_usage used (ClickHouse). -#}
+{% macro usage_subscription_customers_relation() -%}
+    {{ return(this.incorporate(path={'identifier': this.identifier ~ '__subscription_customers'})) }}
+{%- endmacro %}
+
+
+{#- Post-hook of fct_usage (ClickHouse): record the mapping this build used, which the
+    next build compares with the subscriptions then (usage_months_plan). -#}
+{% macro usage_subscription_customers_snapshot(subscriptions_relation) %}
+    {%- if not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {{ return(
+        "create or replace table " ~ billhouse.usage_subscription_customers_relation()
+        ~ " engine = MergeTree order by external_subscription_id as"
+        ~ " select external_subscription_id, external_customer_id from " ~ subscriptions_relation
+    ) }}
+{% endmacro %}
 
 
 {#- Post-hook of fct_usage (ClickHouse): after insert_overwrite replaced the recomputed

@@ -5,7 +5,10 @@
     incremental_strategy='insert_overwrite',
     partition_by='toYYYYMM(usage_date)',
     order_by='(external_customer_id, billable_metric_code, usage_date)',
-    post_hook="{{ billhouse.clear_stale_usage_months() }}",
+    post_hook=[
+        "{{ billhouse.clear_stale_usage_months() }}",
+        "{{ billhouse.usage_subscription_customers_snapshot(ref('stg_billhouse__subscriptions')) }}",
+    ],
     tags=['finance'],
 ) }}
 {%- else %}
@@ -25,11 +28,11 @@
     aggregate, not a window over every event. On ClickHouse the mart is maintained month
     by month (macros/finance/usage_months.sql): a build recomputes the UTC days of the
     events loaded since the previous one, copies the other days of their months as built,
-    and replaces those months' partitions; everything is
-    recomputed on a first build, --full-refresh, a re-created events table or a change of
-    the metrics or of the subscriptions' customers. Every row records the build that wrote
-    it (computed_through_block, events_table_uuid, inputs_fingerprint). PostgreSQL
-    rebuilds the whole table.
+    and replaces those months' partitions; everything is recomputed on a first build,
+    --full-refresh, a re-created events table or a change of the metrics or of a known
+    subscription's customer (not for a new subscription). Every row records the build
+    that wrote it (computed_through_block, events_table_uuid, inputs_fingerprint).
+    PostgreSQL rebuilds the whole table.
 -#}
 -- depends_on: {{ ref('stg_billhouse__events') }}
 -- depends_on: {{ ref('int_events_deduplicated') }}
