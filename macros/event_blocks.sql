@@ -31,6 +31,27 @@
 {%- endmacro %}
 
 
+{#- The highest insert block of the part that stores a raw event row; elsewhere null. A
+    part's name ends in its block range (<partition>_<min block>_<max block>_<level>,
+    then a mutation number if any; the events' month partition ids hold no '_'), and
+    ClickHouse filters a query's parts on conditions over `_part` before it reads a row:
+    `part_last_block > B` skips every part stored at or before block B, where
+    `block_number > B` alone reads the block number of every stored event (0.45 s at
+    193 M events, with nothing new). Evaluated on the query's own parts, so a merge
+    cannot hide a row from it. -#}
+{% macro raw_event_part_last_block() -%}
+    {{ return(adapter.dispatch('raw_event_part_last_block', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__raw_event_part_last_block() -%}
+    cast(null as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{% macro clickhouse__raw_event_part_last_block() -%}
+    toUInt64(splitByChar('_', _part)[3])
+{%- endmacro %}
+
+
 {#- ClickHouse: the UUID of the raw events table, as a scalar subquery. Block numbers
     count per table: a re-created table (another UUID) numbers its blocks anew. -#}
 {% macro events_table_uuid() -%}

@@ -57,20 +57,25 @@ class ScanStore(LateStore):
     # each close's late check run again right after it, allowed to read at most
     # read_limit rows (READ_LIMIT unless given): the subscriptions it found, or ClickHouse's refusal
     limited_check: dict[str, list[str] | str] = field(default_factory=dict)
+    # the same for the close's scan of the subscription block log (the events stored since
+    # its previous scan): the subscriptions it appended, or the refusal
+    limited_log: dict[str, list[str] | str] = field(default_factory=dict)
 
     def close(self, label: str, as_of: str, read_limit: int = READ_LIMIT) -> None:
         super().close(label, as_of)
         compiled = self.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
-        late_check = (compiled / "int_late_usage_periods.sql").read_text()
-        with open_warehouse(self.settings) as warehouse:
-            try:
-                result = warehouse.client.query(
-                    f"select external_subscription_id from ({late_check}) order by 1",
-                    settings={"max_rows_to_read": read_limit, "read_overflow_mode": "throw"},
-                )
-                self.limited_check[label] = [row[0] for row in result.result_rows]
-            except DatabaseError as refused:
-                self.limited_check[label] = str(refused)
+        for model, results in (("int_late_usage_periods", self.limited_check),
+                               ("int_subscription_event_blocks", self.limited_log)):
+            scan = (compiled / f"{model}.sql").read_text()
+            with open_warehouse(self.settings) as warehouse:
+                try:
+                    result = warehouse.client.query(
+                        f"select external_subscription_id from ({scan}) order by 1",
+                        settings={"max_rows_to_read": read_limit, "read_overflow_mode": "throw"},
+                    )
+                    results[label] = [row[0] for row in result.result_rows]
+                except DatabaseError as refused:
+                    results[label] = str(refused)
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +141,14 @@ def test_the_late_check_reads_no_event_outside_the_invoiced_periods(store: ScanS
     November's 15 000 (outside its time range; the month partitions)."""
     assert store.late_periods["nov-4"] == []
     assert store.limited_check["nov-4"] == []
+
+
+def test_the_block_log_reads_only_the_parts_stored_since_its_last_scan(store: ScanStore) -> None:
+    """Each close appends to int_subscription_event_blocks the subscriptions with events
+    stored since its previous scan: it reads those parts only, not the block number of
+    every stored event (October's 5 000 calls exceed the limit)."""
+    assert store.limited_log["nov-2"] == [""]  # nothing new: the marker row alone
+    assert store.limited_log["nov-3"] == ["", "sub_gone"]
 
 
 def test_a_customer_with_no_subscription_left_gets_its_late_usage_on_an_invoice_of_its_own(

@@ -93,7 +93,8 @@
     {%- set touched = run_query(
         "with new_events as ("
         ~ " select identity_hash, external_subscription_id, timestamp from " ~ raw_events
-        ~ " where _block_number > " ~ built['through_block'] ~ "),"
+        ~ " where " ~ billhouse.raw_event_part_last_block() ~ " > " ~ built['through_block']
+        ~ " and _block_number > " ~ built['through_block'] ~ "),"
         ~ " resent as ("
         ~ " select identity_hash, external_subscription_id from new_events"
         ~ " where identity_hash in (select identity_hash from " ~ duplicated_relation ~ " where copies > 1)),"

@@ -39,7 +39,9 @@ latest_blocks as (
         max(events.block_number) as last_block
     from events
     {%- if block_numbered %}
-    where events.block_number > {{ scan['from'] }}
+    -- the parts stored since first: the others are not read at all
+    where events.part_last_block > {{ scan['from'] }}
+        and events.block_number > {{ scan['from'] }}
     {%- else %}
     where false
     {%- endif %}

@@ -10,7 +10,8 @@ with source as (
         ingested_at,
         {{ billhouse.raw_event_identity_hash() }} as identity_hash,
         {{ billhouse.raw_event_property_numbers() }} as property_numbers,
-        {{ billhouse.raw_event_block_number() }} as block_number
+        {{ billhouse.raw_event_block_number() }} as block_number,
+        {{ billhouse.raw_event_part_last_block() }} as part_last_block
     from {{ source('billhouse', 'events') }}
 ),
 
@@ -24,7 +25,8 @@ renamed as (
         ingested_at,
         identity_hash,
         property_numbers,
-        block_number
+        block_number,
+        part_last_block
     from source
 )
 
