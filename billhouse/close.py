@@ -39,7 +39,7 @@ from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
 from ingestion.loader import load_landed_events
 from invoicing.credit_notes import CreditNote
-from invoicing.drafts import EventsRead, InvoiceDraft, read_invoice_drafts
+from invoicing.drafts import EventsRead, InvoiceDraft, adjusted_fee_key, read_invoice_drafts
 from invoicing.finalize import finalize_drafts
 from invoicing.ledger import FinalizedFee, FinalizedInvoice, record_pdf_path
 from invoicing.migrations import migrate
@@ -225,7 +225,7 @@ def mirror_billed_fees(
         rows += [
             {
                 "fee_key": fee.fee_key,
-                "adjusted_fee_key": fee.fee_key.split("/adjustment/", 1)[0],
+                "adjusted_fee_key": adjusted_fee_key(fee.fee_key),
                 "invoice_key": invoice.invoice_key,
                 "issuing_date": invoice.issuing_date,
                 "kind": fee.kind,

@@ -22,6 +22,16 @@ if TYPE_CHECKING:
     from invoicing.commitments import PlanCommitment
 
 
+# a late-usage adjustment's fee key: <the adjusted fee's key>/adjustment/<...>
+# (models/rating/int_late_adjustment_fees.sql)
+ADJUSTMENT_KEY = "/adjustment/"
+
+
+def adjusted_fee_key(fee_key: str) -> str:
+    """The fee a late-usage adjustment corrects; any other fee's own key."""
+    return fee_key.split(ADJUSTMENT_KEY, 1)[0]
+
+
 @dataclass(frozen=True)
 class DraftFee:
     fee_key: str  # stable id of the fee: subscription, charge (or "subscription"), period

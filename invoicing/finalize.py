@@ -29,7 +29,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
-from invoicing.drafts import InvoiceDraft
+from invoicing.drafts import ADJUSTMENT_KEY, InvoiceDraft, adjusted_fee_key
 from invoicing.invoice_contents import (
     details_json,
     net_payment_term,
@@ -53,9 +53,6 @@ logger = logging.getLogger(__name__)
 
 _FEE_BILLED_ONCE = "invoice_fees_fee_key_billed_once"
 
-# a late-usage adjustment's fee key: <the adjusted fee's key>/adjustment/<...>
-ADJUSTMENT_KEY = "/adjustment/"
-
 
 def finalize_drafts(
     conn: psycopg.Connection,
@@ -73,7 +70,7 @@ def finalize_drafts(
         raise TransactionStateError("finalize_drafts() runs its own transactions; commit first")
     drafts = list(drafts)
     drafted_adjustments = {
-        fee.fee_key: fee.amount_cents for draft in drafts for fee in draft.fees if ADJUSTMENT_KEY in fee.fee_key
+        fee.fee_key: fee.amount_cents for draft in drafts for fee in draft.fees if fee.kind == "adjustment"
     }
     return [_finalize_one(conn, draft, billing_entity, prefix, drafted_adjustments) for draft in drafts]
 
@@ -284,7 +281,7 @@ def late_adjustments(
             (ADJUSTMENT_KEY, sorted(fee_keys)),
         ).fetchall()
     adjustments = {
-        key: cents for key, cents in drafted_adjustments.items() if key.split(ADJUSTMENT_KEY, 1)[0] in fee_keys
+        key: cents for key, cents in drafted_adjustments.items() if adjusted_fee_key(key) in fee_keys
     }
     adjustments.update({key: cents for key, cents in rows})
     return adjustments
