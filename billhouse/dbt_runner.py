@@ -169,13 +169,17 @@ def dbt_command(args: list[str]) -> str | None:
     return next((arg for arg in args if not arg.startswith("-")), None)
 
 
-def parsed_project_key(settings: Settings, variables: Mapping[str, Any]) -> tuple[str, ...]:
-    """What a parsed project depends on besides the project's files: the warehouse type
-    (its adapter's macros, the seeds' column types), the warehouse database the nodes
-    are named in (PostgreSQL), and the ``--vars``. Not the store: every embedded store
-    names its relations alike."""
-    database = dbt_environment(settings).get("BILLHOUSE_PG_DATABASE", "")
-    return (project_fingerprint(), settings.warehouse_target, database, json.dumps(variables, sort_keys=True))
+def parsed_project_key(environment: Mapping[str, str], variables: Mapping[str, Any]) -> tuple[str, ...]:
+    """What a parsed project depends on besides the project's files, from the store's
+    ``dbt_environment``: the warehouse type (its adapter's macros, the seeds' column
+    types) and the warehouse database the nodes are named in (PostgreSQL); and the
+    ``--vars``. Not the store's path: every embedded store names its relations alike."""
+    return (
+        project_fingerprint(),
+        environment["BILLHOUSE_TARGET"],
+        environment.get("BILLHOUSE_PG_DATABASE", ""),
+        json.dumps(variables, sort_keys=True),
+    )
 
 
 def run_dbt(
@@ -208,13 +212,12 @@ def run_dbt(
         if event.info.level in printed_levels:
             lines.append(event.info.msg)
 
-    with _DBT_INVOCATION, store_lock_of(settings), patched_environment(
-        {**dbt_environment(settings), **settings_environment}
-    ):
+    environment = dbt_environment(settings)
+    with _DBT_INVOCATION, store_lock_of(settings), patched_environment({**environment, **settings_environment}):
         # nothing on the console (the messages reach the callback); the log file as before
         callbacks = [keep_message, *([on_event] if on_event else [])]
         quiet = ["--log-level", "none", "--log-level-file", "debug"]
-        key = parsed_project_key(settings, variables)
+        key = parsed_project_key(environment, variables)
         subcommand = dbt_command(args)
         if subcommand in MANIFEST_COMMANDS and key not in _parsed_projects:
             # parse once (it writes the store's partial-parse file and manifest.json)

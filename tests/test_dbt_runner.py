@@ -14,7 +14,14 @@ import pytest
 
 from billhouse import dbt_runner
 from billhouse.close import close_variables
-from billhouse.dbt_runner import parsed_project_key, patched_environment, project_fingerprint, run_dbt, split_variables
+from billhouse.dbt_runner import (
+    dbt_environment,
+    parsed_project_key,
+    patched_environment,
+    project_fingerprint,
+    run_dbt,
+    split_variables,
+)
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
@@ -125,9 +132,11 @@ def test_the_parsed_project_is_kept_per_project_files_warehouse_and_vars(tmp_pat
     (project / "models" / "n.sql").write_text("select 1 as y")
     assert project_fingerprint(project) not in (before, edited)
 
-    store = Settings(data_dir=tmp_path / "a")
-    assert parsed_project_key(store, {}) == parsed_project_key(Settings(data_dir=tmp_path / "b"), {})
+    store = dbt_environment(Settings(data_dir=tmp_path / "a"))
+    assert parsed_project_key(store, {}) == parsed_project_key(dbt_environment(Settings(data_dir=tmp_path / "b")), {})
     assert parsed_project_key(store, {}) != parsed_project_key(store, {"raw_schema": "other"})
+    # a PostgreSQL warehouse (its environment as dbt_environment gives it, without
+    # starting a server for the test)
     assert parsed_project_key(store, {}) != parsed_project_key(
-        Settings(data_dir=tmp_path / "a", warehouse_target="postgres"), {}
+        {"BILLHOUSE_TARGET": "postgres", "BILLHOUSE_PG_DATABASE": "billhouse_warehouse"}, {}
     )
