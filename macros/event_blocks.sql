@@ -52,6 +52,13 @@
 {%- endmacro %}
 
 
+{#- ClickHouse: the raw event rows stored after insert block `block`, reading only the
+    parts stored since (a condition on the raw events table). -#}
+{% macro raw_events_stored_after(block) -%}
+    {{ billhouse.raw_event_part_last_block() }} > {{ block }} and _block_number > {{ block }}
+{%- endmacro %}
+
+
 {#- ClickHouse: the UUID of the raw events table, as a scalar subquery. Block numbers
     count per table: a re-created table (another UUID) numbers its blocks anew. -#}
 {% macro events_table_uuid() -%}

@@ -93,8 +93,7 @@
     {%- set touched = run_query(
         "with new_events as ("
         ~ " select identity_hash, external_subscription_id, timestamp from " ~ raw_events
-        ~ " where " ~ billhouse.raw_event_part_last_block() ~ " > " ~ built['through_block']
-        ~ " and _block_number > " ~ built['through_block'] ~ "),"
+        ~ " where " ~ billhouse.raw_events_stored_after(built['through_block']) ~ "),"
         ~ " resent as ("
         ~ " select identity_hash, external_subscription_id from new_events"
         ~ " where identity_hash in (select identity_hash from " ~ duplicated_relation ~ " where copies > 1)),"
@@ -137,6 +136,14 @@
             and {{ instant }} < toDateTime64('{{ month[1] }} 00:00:00', 3, 'UTC'))
         {%- endfor -%})
     {%- endif -%}
+{%- endmacro %}
+
+
+{#- A constant condition on a date column: in one of the plan's months. -#}
+{% macro usage_month_in(date_column, months) -%}
+    toStartOfMonth({{ date_column }}) in (
+        {%- for month in months %}toDate('{{ month[0] }}'){{ ', ' if not loop.last }}{% endfor -%}
+    )
 {%- endmacro %}
 
 
@@ -195,9 +202,7 @@
             and events_table_uuid = '{{ plan.events_table_uuid }}'
             and inputs_fingerprint = {{ plan.inputs_fingerprint }})
         {%- if plan.mode == 'months' %}
-        and toStartOfMonth(usage_date) in (
-            {%- for month in plan.months %}toDate('{{ month[0] }}'){{ ', ' if not loop.last }}{% endfor -%}
-        )
+        and {{ billhouse.usage_month_in('usage_date', plan.months) }}
         {%- endif %}
     {%- endset -%}
     {%- set stale = run_query("select count() as n from " ~ this ~ " where " ~ written_by_others).rows[0]['n'] -%}

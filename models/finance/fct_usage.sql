@@ -189,9 +189,7 @@ recomputed as (
 kept_days as (
     select external_customer_id, billable_metric_code, usage_date, aggregation_type, events_count, units
     from {{ this }}
-    where toStartOfMonth(usage_date) in (
-        {%- for month in plan.months %}toDate('{{ month[0] }}'){{ ', ' if not loop.last }}{% endfor -%}
-    )
+    where {{ billhouse.usage_month_in('usage_date', plan.months) }}
         and not {{ billhouse.usage_day_in('usage_date', plan.days) }}
 ),
 {%- endif %}
