@@ -81,9 +81,10 @@ late_events as (
         and events.event_at < (select max(period_end) from checked_periods where {{ condition }})
         -- bounds known before the join, which most events fail (each null when no
         -- period has its kind of bound: a min over no rows of a non-null column is not
-        -- null on ClickHouse, hence the case). On ClickHouse the block bound skips
-        -- whole parts (each knows its block range): for the recent pass a filter on the
-        -- subscriptions would cost more than it saves (0.55 s of 1.1 s at 100 M).
+        -- null on ClickHouse, hence the case). The block bound is checked on each event's
+        -- block number (it skips no part: see raw_event_part_last_block); for the recent
+        -- pass a filter on the subscriptions would cost more than it saves (0.55 s of
+        -- 1.1 s at 100 M).
         and (
             events.block_number > (select min(read_through_block) from checked_periods where {{ condition }})
             or events.ingested_at > (
