@@ -27,15 +27,3 @@
         'has_grouped_by': (flags[1] or 0) > 0,
     }) }}
 {%- endmacro %}
-
-
-{#- Whether a model built earlier in the close holds any row, read when the caller
-    compiles (at parse time: assumed so). A model that reads the events for a kind of
-    charge the catalog does not have reads none of them when this says no. -#}
-{% macro relation_has_rows(relation) -%}
-    {%- if not execute -%}
-        {{ return(true) }}
-    {%- endif -%}
-    {%- set found = run_query("select count(*) from (select 1 as found from " ~ relation ~ " limit 1) as probe") -%}
-    {{ return(found.columns[0].values()[0] | int > 0) }}
-{%- endmacro %}

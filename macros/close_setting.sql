@@ -1,4 +1,5 @@
-{#- A setting of one close run: as_of, close_from, close_timezone, finance_as_of.
+{#- A setting of one close run: as_of, close_from, close_timezone, finance_as_of,
+    build_every_model.
 
     The close passes them as environment variables (BILLHOUSE_AS_OF, ...; see
     billhouse/dbt_runner.py), not as --vars: dbt re-parses the whole project whenever

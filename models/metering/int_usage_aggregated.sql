@@ -4,7 +4,10 @@
     charge gets a row even without events; a grouped charge without events gets one
     row with group_key ''. Aggregations are one macro each (macros/aggregations/);
     rounding_function applies to the aggregated units; a negative aggregate bills 0.
+    The unique counts, which rank events by a window, are left out when no charge of the
+    catalog prices a unique_count_agg metric (catalog_features).
 -#}
+{%- set unique_counted = 'unique_count_agg' in billhouse.catalog_features()['aggregation_types'] %}
 with prices as (
     select * from {{ ref('stg_billhouse__charge_prices') }}
 ),
@@ -19,10 +22,6 @@ assigned as (
 
 period_charges as (
     select * from {{ ref('int_billing_period_charges') }}
-),
-
-unique_count_metrics as (
-    select billable_metric_code from metrics where aggregation_type = 'unique_count_agg'
 ),
 
 event_aggregates as (
@@ -53,6 +52,12 @@ buckets as (
     select * from observed_buckets
     union all
     select * from empty_buckets
+),
+
+{%- if unique_counted %}
+
+unique_count_metrics as (
+    select billable_metric_code from metrics where aggregation_type = 'unique_count_agg'
 ),
 
 distinct_values as (
@@ -104,6 +109,7 @@ unique_counts as (
         distinct_values.filter_index,
         distinct_values.group_key
 ),
+{%- endif %}
 
 aggregated as (
     select
@@ -129,7 +135,9 @@ aggregated as (
             when 'sum_agg' then event_aggregates.sum_units
             when 'max_agg' then event_aggregates.max_units
             when 'latest_agg' then event_aggregates.latest_units
+            {%- if unique_counted %}
             when 'unique_count_agg' then unique_counts.unique_count
+            {%- endif %}
             when 'weighted_sum_agg' then event_aggregates.weighted_sum_units
             when 'custom_agg' then event_aggregates.custom_units
         end as aggregated_units
@@ -142,11 +150,13 @@ aggregated as (
         and buckets.charge_id = event_aggregates.charge_id
         and buckets.filter_index = event_aggregates.filter_index
         and buckets.group_key = event_aggregates.group_key
+    {%- if unique_counted %}
     left join unique_counts
         on buckets.subscription_period_key = unique_counts.subscription_period_key
         and buckets.charge_id = unique_counts.charge_id
         and buckets.filter_index = unique_counts.filter_index
         and buckets.group_key = unique_counts.group_key
+    {%- endif %}
 ),
 
 rounded as (

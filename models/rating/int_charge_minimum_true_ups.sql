@@ -1,6 +1,8 @@
 {#- One true-up fee per charge and closed period whose fees (all filters and groups
     together) total less than the charge's min_amount_cents: the difference, rounded
     half-up. Full periods for now; partial periods prorate by days (semantics.md). -#}
+{#- built empty without a charge with a minimum (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.catalog_has_charges('min_amount_cents > 0')) %}
 with fees as (
     select * from {{ ref('int_charge_fees_rated') }}
 ),
@@ -50,7 +52,10 @@ final as (
     from charge_totals
     inner join charges
         on charge_totals.charge_id = charges.charge_id
-    where charges.min_amount_cents > charge_totals.fees_cents
+    -- a charge with a minimum (0: none) whose fees came to less
+    where charges.min_amount_cents > 0
+        and charges.min_amount_cents > charge_totals.fees_cents
 )
 
 select * from final
+{% endcall %}

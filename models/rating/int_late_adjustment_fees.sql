@@ -13,6 +13,8 @@
     adjustments go on an invoice of their own, dated the close's day in its timezone. -#}
 {%- set as_of = billhouse.utc_instant(billhouse.close_setting('as_of')) %}
 {{ config(meta={'customer_timezones': ['close_timezone']}) }}
+{#- built empty without a late period (an invoiced period with late usage) (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.query_has_rows('select 1 from ' ~ ref('int_billing_periods') ~ ' where is_late')) %}
 with periods as (
     select * from {{ ref('int_billing_periods') }}
 ),
@@ -173,3 +175,4 @@ final as (
 )
 
 select * from final
+{% endcall %}

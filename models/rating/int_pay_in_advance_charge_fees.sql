@@ -12,6 +12,8 @@
     sum so far. No fee is negative: the fees of a bucket add up to the amount of its
     peak — the arrears amount of its events when the units never fall; each fee is
     rounded half-up on its own. -#}
+{#- built empty without a per-event charge in the catalog (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.relation_has_rows(ref('int_pay_in_advance_charges'))) %}
 with pay_in_advance_events as (
     select * from {{ ref('int_pay_in_advance_events') }}
 ),
@@ -259,3 +261,4 @@ final as (
 )
 
 select * from final
+{% endcall %}

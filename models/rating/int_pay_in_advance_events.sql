@@ -18,6 +18,8 @@
     is not refunded; docs/billing-clock.md, "Negative usage").
 -#}
 {{ config(meta={'customer_timezones': ['close_timezone', 'with_per_event_charges']}) }}
+{#- built empty without a per-event charge in the catalog (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.relation_has_rows(ref('int_pay_in_advance_charges'))) %}
 with periods as (
     select * from {{ ref('int_pay_in_advance_periods') }}
 ),
@@ -197,3 +199,4 @@ final as (
 )
 
 select * from final
+{% endcall %}

@@ -9,6 +9,8 @@
     slices) and the same subscription_period_key — but for the events' dates, not for
     the close's window. -#}
 {{ config(meta={'customer_timezones': ['close_timezone', 'with_per_event_charges']}) }}
+{#- built empty without a per-event charge in the catalog (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.relation_has_rows(ref('int_pay_in_advance_charges'))) %}
 with per_event_charges as (
     select * from {{ ref('int_pay_in_advance_charges') }}
 ),
@@ -193,3 +195,4 @@ final as (
 )
 
 select * from final
+{% endcall %}

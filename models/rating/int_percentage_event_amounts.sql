@@ -1,5 +1,7 @@
 {#- One row per event of a percentage charge in a closed period, in time order within its
     bucket: the running total, whether it is free, and what it costs (macro percentage). -#}
+{#- built empty without a percentage charge (macro built_only_if) -#}
+{% call billhouse.built_only_if(billhouse.catalog_has_charges("charge_model = 'percentage'")) %}
 with percentage_charges as (
     select charge_id, billable_metric_code from {{ ref('stg_billhouse__charges') }}
     where charge_model = 'percentage'
@@ -89,3 +91,4 @@ final as (
 )
 
 select * from final
+{% endcall %}
