@@ -3,16 +3,18 @@
 A catalog without per-event, percentage or minimum charges, closed with no late period,
 still planned each of those models' queries at every close (0.1-0.3 s each on
 ClickHouse with nothing to read). They are now built as an empty select of the columns
-their YAML declares. The store below has none of those charges and no invoice yet: its
-close builds them empty; a close of the same window with ``build_every_model`` builds
+their YAML declares. The first store below has none of those charges and no invoice yet:
+its close builds them empty; a close of the same window with ``build_every_model`` builds
 them from their queries, which must yield exactly the declared columns and types, and
-the same invoice drafts.
+the same invoice drafts. The second has every one of them and a late event: its second
+close builds each model from its query, with rows, and the same declared types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from billhouse.dbt_runner import run_dbt
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.warehouse import open_warehouse
 
-from tests.conftest import CATALOG, FIRST_BATCH, NOV_1
+from tests.conftest import CATALOG, DEC_1, FIRST_BATCH, NOV_1, _event
 
 MODELS_DIR = PROJECT_DIR / "models"
 DRAFTS = {
@@ -57,9 +59,9 @@ class Build:
     usage_sql: str  # int_usage_aggregated, compiled
 
 
-def _close(settings: Settings, **settings_overrides: str) -> Build:
+def _close(settings: Settings, as_of: datetime = NOV_1, **settings_overrides: str) -> Build:
     prepare_close(settings)
-    run_dbt(settings, list(CLOSE_DBT_ARGS), {**close_variables(NOV_1), **settings_overrides})
+    run_dbt(settings, list(CLOSE_DBT_ARGS), {**close_variables(as_of), **settings_overrides})
     models = models_built_only_if()
     compiled_dir = settings.dbt_target_dir / "compiled" / "billhouse"
     with open_warehouse(settings) as warehouse:
@@ -136,3 +138,67 @@ def test_usage_is_aggregated_without_unique_counts_when_no_charge_counts_uniques
     shortcut, _ = builds
     assert "distinct_values" not in shortcut.usage_sql and "unique_counts" not in shortcut.usage_sql
     assert "rounded as" in shortcut.usage_sql
+
+
+# --- a catalog with every such charge, and a late event ---
+
+FEATURED_CATALOG = {
+    "billable_metrics": [
+        {"code": "calls", "name": "Calls", "aggregation_type": "count_agg"},
+        {"code": "gb", "name": "Storage", "aggregation_type": "sum_agg", "field_name": "gb"},
+    ],
+    "plans": [{
+        "code": "featured", "name": "Featured", "interval": "monthly", "amount_cents": 1000,
+        "amount_currency": "EUR",
+        "charges": [
+            # billed per event as they arrive
+            {"billable_metric_code": "calls", "charge_model": "standard", "pay_in_advance": True,
+             "properties": {"amount": "0.01"}},
+            # in arrears, with a minimum the usage stays under
+            {"billable_metric_code": "gb", "charge_model": "percentage", "properties": {"rate": "1"},
+             "min_amount_cents": 5000},
+        ],
+    }],
+    "customers": [{"external_id": "cus_f", "name": "Featured SA", "currency": "EUR", "timezone": "Europe/Paris"}],
+    "subscriptions": [{"external_id": "sub_f", "external_customer_id": "cus_f", "plan_code": "featured",
+                       "subscription_at": "2026-09-30T22:00:00Z"}],
+}
+FEATURED_EVENTS = [
+    *[_event(f"call-{day}", "sub_f", "calls", f"2026-10-{day:02d}T09:00:00Z") for day in (2, 9, 16)],
+    _event("gb-1", "sub_f", "gb", "2026-10-05T09:00:00Z", gb="120"),
+    _event("gb-2", "sub_f", "gb", "2026-10-25T09:00:00Z", gb="80"),
+]
+LATE_EVENT = _event("gb-late", "sub_f", "gb", "2026-10-28T09:00:00Z", gb="300")
+
+
+def _mark_drafts_billed(settings: Settings) -> None:
+    """What finalizing the drafts leaves in the warehouse (billed_fees, the ledger's mirror)."""
+    with open_warehouse(settings) as warehouse:
+        warehouse.client.command(
+            "insert into billhouse_raw.billed_fees select f.fee_key, f.fee_key, f.invoice_key, f.issuing_date,"
+            " f.fee_kind, f.external_subscription_id, f.period_start, f.period_end, f.units, f.precise_amount,"
+            " f.amount_cents, d.events_through_block, d.events_table_uuid"
+            " from billhouse.fct_invoice_draft_fees as f"
+            " inner join billhouse.fct_invoice_drafts as d on f.invoice_key = d.invoice_key"
+        )
+
+
+@pytest.fixture(scope="module")
+def featured(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    settings = Settings(data_dir=Path(tmp_path_factory.mktemp("built_only_if_featured")))
+    catalog = parse_catalog(FEATURED_CATALOG, source="tests/test_built_only_if.py")
+    load_inputs(settings, catalog, FEATURED_EVENTS)
+    _close(settings)
+    _mark_drafts_billed(settings)
+    load_inputs(settings, catalog, [LATE_EVENT])
+    return _close(settings, as_of=DEC_1)
+
+
+def test_with_every_such_charge_and_a_late_event_each_is_built_from_its_query(featured: Build) -> None:
+    for model, sql in featured.compiled.items():
+        assert "from null(" not in sql, model
+        assert featured.rows[model] > 0, model
+        assert featured.columns[model] == declared_columns(model), model
+    [adjustment] = [fee for fee in featured.drafts["fct_invoice_draft_fees"] if fee["fee_kind"] == "adjustment"]
+    # 1 % of the late 300 GB, for October, on the invoice of December 1
+    assert (adjustment["amount_cents"], str(adjustment["issuing_date"])) == (300, "2026-12-01")
