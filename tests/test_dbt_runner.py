@@ -35,6 +35,7 @@ def test_close_settings_become_environment_variables_and_the_rest_stays_vars() -
         "BILLHOUSE_CLOSE_FROM": "",  # not given: cleared, so the dbt var's default applies
         "BILLHOUSE_CLOSE_TIMEZONE": "Asia/Tokyo",
         "BILLHOUSE_FINANCE_AS_OF": "",
+        "BILLHOUSE_BUILD_EVERY_MODEL": "",
     }
     assert remaining == {"ledger_schema": "other"}
 
