@@ -19,8 +19,9 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/billhouse demo
 
+# Test files run in parallel, each whole on one worker (its module's store built once).
 test: $(INSTALLED)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist loadfile
 
 bench-ingest: $(INSTALLED)
 	$(BIN)/python -m bench.ingest
