@@ -86,7 +86,8 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 # window does); the macro reads the environment only when models compile, so a new
 # window re-parses nothing.
 CLOSE_SETTINGS = {
-    name: "BILLHOUSE_" + name.upper() for name in ("as_of", "close_from", "close_timezone", "finance_as_of", "build_every_model")
+    name: "BILLHOUSE_" + name.upper()
+    for name in ("as_of", "close_from", "close_timezone", "finance_as_of", "build_every_model")
 }
 
 

@@ -52,10 +52,13 @@
 {%- endmacro %}
 
 
-{#- ClickHouse: the raw event rows stored after insert block `block`, reading only the
-    parts stored since (a condition on the raw events table). -#}
-{% macro raw_events_stored_after(block) -%}
-    {{ billhouse.raw_event_part_last_block() }} > {{ block }} and _block_number > {{ block }}
+{#- ClickHouse: the event rows stored after insert block `block`, reading only the parts
+    stored since: the part's last block first (it skips whole parts), then the row's.
+    On the raw events table by default; `part_last_block` and `block_number` name the
+    columns of stg_billhouse__events. -#}
+{% macro events_stored_after(block, part_last_block=none, block_number=none) -%}
+    {{ part_last_block or billhouse.raw_event_part_last_block() }} > {{ block }}
+    and {{ block_number or billhouse.raw_event_block_number() }} > {{ block }}
 {%- endmacro %}
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.billed_fees import mark_drafts_billed
 from billhouse.catalog import parse_catalog
 from billhouse.close import CLOSE_DBT_ARGS, close_variables, load_inputs, prepare_close
 from billhouse.dbt_runner import run_dbt
@@ -171,25 +172,13 @@ FEATURED_EVENTS = [
 LATE_EVENT = _event("gb-late", "sub_f", "gb", "2026-10-28T09:00:00Z", gb="300")
 
 
-def _mark_drafts_billed(settings: Settings) -> None:
-    """What finalizing the drafts leaves in the warehouse (billed_fees, the ledger's mirror)."""
-    with open_warehouse(settings) as warehouse:
-        warehouse.client.command(
-            "insert into billhouse_raw.billed_fees select f.fee_key, f.fee_key, f.invoice_key, f.issuing_date,"
-            " f.fee_kind, f.external_subscription_id, f.period_start, f.period_end, f.units, f.precise_amount,"
-            " f.amount_cents, d.events_through_block, d.events_table_uuid"
-            " from billhouse.fct_invoice_draft_fees as f"
-            " inner join billhouse.fct_invoice_drafts as d on f.invoice_key = d.invoice_key"
-        )
-
-
 @pytest.fixture(scope="module")
 def featured(tmp_path_factory: pytest.TempPathFactory) -> Build:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("built_only_if_featured")))
     catalog = parse_catalog(FEATURED_CATALOG, source="tests/test_built_only_if.py")
     load_inputs(settings, catalog, FEATURED_EVENTS)
     _close(settings)
-    _mark_drafts_billed(settings)
+    mark_drafts_billed(settings)
     load_inputs(settings, catalog, [LATE_EVENT])
     return _close(settings, as_of=DEC_1)
 

@@ -93,7 +93,7 @@
     {%- set touched = run_query(
         "with new_events as ("
         ~ " select identity_hash, external_subscription_id, timestamp from " ~ raw_events
-        ~ " where " ~ billhouse.raw_events_stored_after(built['through_block']) ~ "),"
+        ~ " where " ~ billhouse.events_stored_after(built['through_block']) ~ "),"
         ~ " resent as ("
         ~ " select identity_hash, external_subscription_id from new_events"
         ~ " where identity_hash in (select identity_hash from " ~ duplicated_relation ~ " where copies > 1)),"

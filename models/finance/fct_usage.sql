@@ -70,6 +70,10 @@ with events as (
     (the first accepted copy wins: same ranking), without reading the other months: the
     copies of an identity stored more than once are ranked over the whole store, found
     through their subscriptions (the raw table's primary key prefix) -#}
+{%- set in_recomputed_days -%}
+    {{ billhouse.usage_month_bounds('event_at', plan.months) }}
+        and {{ billhouse.usage_day_in(billhouse.utc_date('event_at'), plan.days) }}
+{%- endset %}
 with events_in_months as (
     select
         transaction_id,
@@ -81,8 +85,7 @@ with events_in_months as (
         property_numbers,
         identity_hash
     from {{ ref('stg_billhouse__events') }}
-    where {{ billhouse.usage_month_bounds('event_at', plan.months) }}
-        and {{ billhouse.usage_day_in(billhouse.utc_date('event_at'), plan.days) }}
+    where {{ in_recomputed_days }}
 ),
 
 duplicated_keys as (
@@ -119,8 +122,7 @@ ranked_copies as (
 first_copies as (
     select transaction_id, external_subscription_id, billable_metric_code, event_at, properties, ingested_at, property_numbers
     from ranked_copies
-    where copy_number = 1 and {{ billhouse.usage_month_bounds('event_at', plan.months) }}
-        and {{ billhouse.usage_day_in(billhouse.utc_date('event_at'), plan.days) }}
+    where copy_number = 1 and {{ in_recomputed_days }}
 ),
 
 events as (

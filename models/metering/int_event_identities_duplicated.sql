@@ -25,7 +25,7 @@ with events as (
 new_events as (
     select identity_hash, external_subscription_id
     from {{ source('billhouse', 'events') }}
-    where {{ billhouse.raw_events_stored_after(scan['from']) }}
+    where {{ billhouse.events_stored_after(scan['from']) }}
 ),
 {%- endif %}
 

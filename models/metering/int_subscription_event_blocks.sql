@@ -40,8 +40,7 @@ latest_blocks as (
     from events
     {%- if block_numbered %}
     -- the parts stored since first: the others are not read at all
-    where events.part_last_block > {{ scan['from'] }}
-        and events.block_number > {{ scan['from'] }}
+    where {{ billhouse.events_stored_after(scan['from'], 'events.part_last_block', 'events.block_number') }}
     {%- else %}
     where false
     {%- endif %}
