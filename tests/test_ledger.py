@@ -252,11 +252,15 @@ def test_a_re_drafted_invoice_is_reported_unless_its_late_adjustments_explain_it
     earlier invoices). That is not a drift worth a warning; anything else is."""
     (issued,) = finalize_drafts(conn, [make_draft("redraft", 150)], "redraft", "RD")
     later = make_draft("redraft-later", 50)
-    adjustment = replace(later, fees=(replace(later.fees[0], fee_key="redraft/fee-0/adjustment/2025-05-01", kind="adjustment"),))
+    adjustment = replace(later, fees=(
+        replace(later.fees[0], fee_key="redraft/fee-0/adjustment/2025-05-01", kind="adjustment"),
+    ))
     re_rated = make_draft("redraft", 200)
     with caplog.at_level(logging.WARNING, logger="invoicing.finalize"):
         again, adjusted = finalize_drafts(conn, [re_rated, adjustment], "redraft", "RD")  # adjustment pending
-        assert (again.number, again.created, adjusted.number, adjusted.created) == (issued.number, False, "RD-000002", True)
+        assert (again.number, again.created, adjusted.number, adjusted.created) == (
+            issued.number, False, "RD-000002", True
+        )
         finalize_drafts(conn, [re_rated, adjustment], "redraft", "RD")  # in the ledger and drafted: once
         finalize_drafts(conn, [re_rated], "redraft", "RD")  # in the ledger
         assert caplog.messages == []

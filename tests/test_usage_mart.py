@@ -2,10 +2,10 @@
 
 On ClickHouse fct_usage is incremental (insert_overwrite by UTC month of usage_date):
 a build recomputes the days of the events loaded since its watermark, copies the other
-days of their months, and replaces those months' partitions; a first build, a re-created events table, or a change of the metrics
-or of the subscriptions' customers recompute every month. Each case is checked against
-a full rebuild (`--full-refresh`) of the same store, which must give the same rows.
-The tests share one small store and run in order.
+days of their months, and replaces those months' partitions; a first build, a re-created
+events table, or a change of the metrics or of the subscriptions' customers recompute
+every month. Each case is checked against a full rebuild (`--full-refresh`) of the same
+store, which must give the same rows. The tests share one small store and run in order.
 """
 
 from __future__ import annotations
