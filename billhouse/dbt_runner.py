@@ -87,7 +87,8 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
 # window re-parses nothing.
 CLOSE_SETTINGS = {
     name: "BILLHOUSE_" + name.upper()
-    for name in ("as_of", "close_from", "close_timezone", "finance_as_of", "build_every_model")
+    for name in ("as_of", "close_from", "close_timezone", "finance_as_of", "build_every_model",
+                 "read_event_day_totals")
 }
 
 

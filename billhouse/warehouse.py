@@ -15,6 +15,7 @@ from typing import Any
 import clickhouse_connect
 
 from billhouse.catalog import Catalog
+from billhouse.event_day_totals import ensure_event_day_totals
 from billhouse.events import Event
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
@@ -42,6 +43,8 @@ class Warehouse:
                 self.client.command(change)
             if table.partition_by and self._partition_key(table) != table.partition_by.replace(" ", ""):
                 self._repartition(table)
+        # after the events table's last change: a copy made above gets its totals rebuilt
+        ensure_event_day_totals(self.client, self.schema)
 
     def _column_names(self, table: RawTable) -> set[str]:
         rows = self.query(

@@ -1,5 +1,5 @@
 {#- A setting of one close run: as_of, close_from, close_timezone, finance_as_of,
-    build_every_model.
+    build_every_model, read_event_day_totals.
 
     The close passes them as environment variables (BILLHOUSE_AS_OF, ...; see
     billhouse/dbt_runner.py), not as --vars: dbt re-parses the whole project whenever

@@ -36,6 +36,7 @@ def test_close_settings_become_environment_variables_and_the_rest_stays_vars() -
         "BILLHOUSE_CLOSE_TIMEZONE": "Asia/Tokyo",
         "BILLHOUSE_FINANCE_AS_OF": "",
         "BILLHOUSE_BUILD_EVERY_MODEL": "",
+        "BILLHOUSE_READ_EVENT_DAY_TOTALS": "",
     }
     assert remaining == {"ledger_schema": "other"}
 

@@ -2,11 +2,12 @@
 subscription, metric and span between two period bounds) get the very units the
 per-event join gives (models/metering/int_charge_events_aggregated.sql).
 
-One store per warehouse (chDB and PostgreSQL), built three times: with every eligible
-charge rated by bucket (the default),
-with none (max_bucket_bounds 0: every event joined to its period) and with a mix (3
-bounds: most periods fall back to the join). Customers in four timezones, calendar and
-anniversary billing, a weekly plan, a subscription starting and one terminated
+One store per warehouse (chDB and PostgreSQL), built four times: with every eligible
+charge rated by bucket (the default), with none (max_bucket_bounds 0: every event
+joined to its period), with a mix (3 bounds: most periods fall back to the join) and by
+bucket reading every event instead of the day totals kept at insert
+(read_event_day_totals false; ClickHouse, where PostgreSQL always reads every event).
+Customers in four timezones, calendar and anniversary billing, a weekly plan, a subscription starting and one terminated
 mid-period (bounds that are not local midnights), events exactly on and a millisecond
 around every bound, outside every period, resent and negative.
 """
@@ -115,13 +116,13 @@ def _events(bounds: list[datetime]) -> list[dict]:
 def builds(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, dict]]:
     settings = Settings(data_dir=Path(tmp_path_factory.mktemp("event-buckets")), warehouse_target=request.param)
     try:
-        yield _build_three_ways(settings)
+        yield _build_four_ways(settings)
     finally:
         if settings.warehouse_target == "postgres":
             stop_ledger(settings)
 
 
-def _build_three_ways(settings: Settings) -> dict[str, dict]:
+def _build_four_ways(settings: Settings) -> dict[str, dict]:
     catalog = parse_catalog(_catalog(), source="tests/test_event_buckets.py")
     load_inputs(settings, catalog, [])
     # the periods first, for events on their bounds
@@ -134,9 +135,15 @@ def _build_three_ways(settings: Settings) -> dict[str, dict]:
     bounds = sorted({row["bound"] for row in rows})
     load_inputs(settings, catalog, _events(bounds))
     results = {}
-    for label, max_bounds in (("buckets", 32), ("joined", 0), ("mixed", 3)):
-        run_dbt(settings, ["run", "--select", "+int_charge_events_aggregated"],
-                {"as_of": AS_OF, "max_bucket_bounds": max_bounds})
+    for label, variables in (
+        ("buckets", {"max_bucket_bounds": 32}),
+        ("joined", {"max_bucket_bounds": 0}),
+        ("mixed", {"max_bucket_bounds": 3}),
+        ("buckets_of_events", {"max_bucket_bounds": 32, "read_event_day_totals": "false"}),
+    ):
+        run_dbt(settings, ["run", "--select", "+int_charge_events_aggregated"], {"as_of": AS_OF, **variables})
+        compiled = (settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
+                    / "int_charge_events_aggregated.sql").read_text()
         with open_warehouse(settings) as warehouse:
             aggregates = warehouse.query(
                 "select subscription_period_key, charge_id, filter_index, group_key, event_count, count_units,"
@@ -157,6 +164,7 @@ def _build_three_ways(settings: Settings) -> dict[str, dict]:
             },
             "rated": {bool(r["rated_by_bucket"]): int(r["n"]) for r in rated},
             "bounds": len(bounds),
+            "reads": {cte for cte in ("day_buckets", "event_row_buckets", "resent_days") if f"{cte} as (" in compiled},
         }
         if label == "mixed" and settings.warehouse_target == "chdb":  # the per-event join's scan
             with open_warehouse(settings) as warehouse:
@@ -177,14 +185,16 @@ def _build_three_ways(settings: Settings) -> dict[str, dict]:
 
 
 def _bucket_scan_key_conditions(settings: Settings) -> list[str]:
-    """The primary-key conditions of the last build's bucket scan (its event_buckets)."""
+    """The primary-key conditions of the last build's bucket scan (its event_buckets) on
+    the closing subscriptions."""
     compiled = (settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "metering"
                 / "int_charge_events_aggregated.sql").read_text()
     # the CTEs through event_buckets, then a read of it
     query = compiled[:compiled.index("period_buckets as (")].rstrip().rstrip(",") + "\nselect * from event_buckets"
     with open_warehouse(settings) as warehouse:
         plan = "\n".join(row["explain"] for row in warehouse.query(f"explain indexes = 1 {query}"))
-    return plan_conditions(plan, "external_subscription_id")
+    # the closing subscriptions' set (not the days of resent events, keyed by subscription too)
+    return plan_conditions(plan, "(external_subscription_id in ")
 
 
 def test_every_path_is_exercised(builds: dict[str, dict]) -> None:
@@ -197,12 +207,23 @@ def test_every_path_is_exercised(builds: dict[str, dict]) -> None:
 def test_bucket_units_equal_the_per_event_join(builds: dict[str, dict]) -> None:
     joined = builds["joined"]["aggregates"]
     assert len(joined) > 100
-    for label in ("buckets", "mixed"):
+    for label in ("buckets", "mixed", "buckets_of_events"):
         aggregates = builds[label]["aggregates"]
         assert aggregates.keys() == joined.keys(), label
         differing = {key: (aggregates[key], joined[key]) for key in joined
                      if aggregates[key][:4] != joined[key][:4]}
         assert not differing, (label, list(differing.items())[:3])
+
+
+def test_buckets_read_the_day_totals_and_the_days_they_cannot_give(builds: dict[str, dict]) -> None:
+    """On ClickHouse the bucket scan reads the day totals for whole days and the events
+    of the days a bound cuts (local midnights off UTC's, a mid-day start and end) and of
+    resent events' days; read_event_day_totals false (and PostgreSQL) reads events only."""
+    if builds["buckets"]["target"] != "chdb":
+        assert builds["buckets"]["reads"] == {"event_row_buckets"}
+        return
+    assert builds["buckets"]["reads"] == {"day_buckets", "event_row_buckets", "resent_days"}
+    assert builds["buckets_of_events"]["reads"] == {"event_row_buckets"}
 
 
 def test_the_per_event_join_skips_the_months_outside_its_periods(builds: dict[str, dict]) -> None:

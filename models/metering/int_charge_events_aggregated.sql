@@ -7,13 +7,16 @@
     Two paths, for disjoint sets of period charges (int_billing_period_charges):
     - rated_by_bucket: the events are aggregated per subscription, metric and bucket
       (the span between two consecutive period bounds of the close, macros/event_buckets.sql)
-      and the buckets inside each period summed — no event is joined to its period;
+      and the buckets inside each period summed — no event is joined to its period; on
+      ClickHouse the whole days of a bucket come from the day totals kept at insert
+      (macros/event_day_totals.sql), so most events are not read at all;
     - the others: each event joined to its period, filter and group
       (int_charge_events_assigned), then aggregated.
     Both use the aggregation macros: a bucket row counts its events and carries the sum
     or the maximum of their values, as an event row counts 1 and carries its value.
 -#}
 -- depends_on: {{ ref('int_events_deduplicated') }}, {{ ref('stg_billhouse__subscriptions') }}
+-- depends_on: {{ ref('int_event_identities_duplicated') }}, {{ ref('stg_billhouse__events') }}
 {%- set features = billhouse.catalog_features() -%}
 {%- set used = features['aggregation_types'] -%}
 {%- set bucket_bounds = billhouse.event_bucket_bounds(ref('int_billing_period_charges')) -%}
@@ -88,43 +91,87 @@ events as (
 ),
 
 {#- Per subscription, metric and bucket: the event count and, for the metrics summed
-    (maximised), the sum (maximum) of their field, read from the numbers parsed at insert
-    (macro event_number), the field of each metric being known at compile time. When the
-    metrics of an aggregation all read one field, the field is aggregated over their
-    events (macro bucket_aggregate: on ClickHouse an -If combinator, about a tenth of the
-    event pass cheaper than a CASE per event); otherwise each metric's field is picked
-    by a CASE on the metric. -#}
+    (maximised), the sum (maximum) of their field, the field of each metric being known
+    at compile time. When the metrics of an aggregation all read one field, the field is
+    aggregated over their rows (macro bucket_aggregate: on ClickHouse an -If combinator,
+    about a tenth of the event pass cheaper than a CASE per event); otherwise each
+    metric's field is picked by a CASE on the metric.
+
+    On ClickHouse the days wholly inside one bucket are read from the day totals kept at
+    insert (macros/event_day_totals.sql), a few rows per subscription and metric instead
+    of every event: the events themselves are read only on the days a bound cuts and on
+    the days of resent events (the totals count every copy; int_events_deduplicated
+    keeps the first). Event rows read the numbers parsed at insert (macro event_number),
+    day rows their sum or maximum of the day. -#}
+{%- set day_totals = billhouse.reads_event_day_totals() %}
+{%- set cut_days = billhouse.days_cut_by(bucket_bounds) if day_totals else [] %}
+{%- set resent = {'any': false} %}
+{%- if execute and day_totals %}
+    {%- set resent_count = run_query(
+        "select count(*) from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
+    ).columns[0].values()[0] %}
+    {%- do resent.update({'any': resent_count | int > 0}) %}
+{%- endif %}
 {%- set metrics_of = {'sum_agg': [], 'max_agg': []} %}
 {%- for row in bucket_metrics %}
     {%- do metrics_of[row[1]].append({'code': row[0] | replace("'", "''"), 'field': row[2] | replace("'", "''")}) %}
 {%- endfor %}
-{%- set bucket_value = {} %}
+{%- set rows_of = {
+    'events': {'code': 'events.billable_metric_code', 'sum_agg': 'events', 'max_agg': 'events'},
+    'totals': {'code': 'totals.code', 'sum_agg': 'totals.number_sums', 'max_agg': 'totals.number_maxes'},
+} %}
+{%- set bucket_value = {'events': {}, 'totals': {}} %}
+{%- for kind, columns in rows_of.items() %}
 {%- for aggregation, metrics in metrics_of.items() %}
     {%- set function = {'sum_agg': 'sum', 'max_agg': 'max'}[aggregation] %}
     {%- set fields = metrics | map(attribute='field') | unique | list %}
+    {%- set number_of = {} %}
+    {%- for field in fields %}
+        {%- do number_of.update({field: billhouse.event_number('events', "'" ~ field ~ "'") if kind == 'events'
+            else billhouse.day_total_number(columns[aggregation], "'" ~ field ~ "'")}) %}
+    {%- endfor %}
     {%- if not metrics %}
-        {%- do bucket_value.update({aggregation: unused}) %}
+        {%- do bucket_value[kind].update({aggregation: unused}) %}
     {%- elif fields | length == 1 %}
-        {%- do bucket_value.update({aggregation: billhouse.bucket_aggregate(
-            function, billhouse.event_number('events', "'" ~ fields[0] ~ "'"),
-            "events.billable_metric_code in ('" ~ (metrics | map(attribute='code') | join("', '")) ~ "')") }) %}
+        {%- do bucket_value[kind].update({aggregation: billhouse.bucket_aggregate(
+            function, number_of[fields[0]],
+            columns['code'] ~ " in ('" ~ (metrics | map(attribute='code') | join("', '")) ~ "')") }) %}
     {%- else %}
         {%- set whens = [] %}
         {%- for metric in metrics %}
-            {%- do whens.append("when '" ~ metric.code ~ "' then " ~ billhouse.event_number('events', "'" ~ metric.field ~ "'")) %}
+            {%- do whens.append("when '" ~ metric.code ~ "' then " ~ number_of[metric.field]) %}
         {%- endfor %}
-        {%- do bucket_value.update({aggregation: function ~ '(case events.billable_metric_code ' ~ (whens | join(' ')) ~ ' end)'}) %}
+        {%- do bucket_value[kind].update({aggregation: function ~ '(case ' ~ columns['code'] ~ ' ' ~ (whens | join(' ')) ~ ' end)'}) %}
     {%- endif %}
 {%- endfor %}
+{%- endfor %}
+{%- set reads_events = not day_totals or cut_days or resent['any'] %}
+{%- if resent['any'] %}
 
-event_buckets as (
+{#- every (subscription, metric, day) holding a copy of a resent event in the buckets -#}
+resent_days as (
+    select distinct
+        resent.external_subscription_id as external_subscription_id,
+        resent.billable_metric_code as billable_metric_code,
+        {{ billhouse.utc_date('resent.event_at') }} as day
+    from {{ ref('stg_billhouse__events') }} as resent
+    where resent.identity_hash in (
+            select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
+        )
+        and resent.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
+        and resent.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
+),
+{%- endif %}
+{%- if reads_events %}
+
+event_row_buckets as (
     select
         events.external_subscription_id as external_subscription_id,
         events.billable_metric_code as billable_metric_code,
         {{ billhouse.event_bucket('events.event_at', bucket_bounds) }} as bucket,
         count(*) as event_count,
-        {{ bucket_value['sum_agg'] }} as value_sum,
-        {{ bucket_value['max_agg'] }} as value_max
+        {{ bucket_value['events']['sum_agg'] }} as value_sum,
+        {{ bucket_value['events']['max_agg'] }} as value_max
     from events
     where events.billable_metric_code in (select billable_metric_code from bucket_period_charges)
         {%- if scan_closing_subscriptions_only %}
@@ -133,10 +180,75 @@ event_buckets as (
         -- constants: the scan reads only the months (partitions) between the first and last bound
         and events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
         and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
+        {%- if day_totals %}
+        -- the days the day totals do not hold
+        and (
+            {%- for day in cut_days %}
+            (events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(day) }}
+                and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(day + 86400000) }}) or
+            {%- endfor %}
+            {%- if resent['any'] %}
+            (events.external_subscription_id, events.billable_metric_code, {{ billhouse.utc_date('events.event_at') }})
+                in (select external_subscription_id, billable_metric_code, day from resent_days)
+            {%- else %}
+            false
+            {%- endif %}
+        )
+        {%- endif %}
     group by
         external_subscription_id,
         billable_metric_code,
         bucket
+),
+{%- endif %}
+{%- if day_totals %}
+{%- set first_day = billhouse.midnight_at_or_after(bucket_bounds[0]) %}
+{%- set end_day = billhouse.midnight_at_or_before(bucket_bounds[-1]) %}
+
+day_buckets as (
+    select
+        totals.external_subscription_id as external_subscription_id,
+        totals.code as billable_metric_code,
+        {{ billhouse.day_bucket('totals.day', bucket_bounds) }} as bucket,
+        sum(totals.event_count) as event_count,
+        {{ bucket_value['totals']['sum_agg'] }} as value_sum,
+        {{ bucket_value['totals']['max_agg'] }} as value_max
+    from {{ source('billhouse', 'event_day_totals') }} as totals
+    where totals.code in (select billable_metric_code from bucket_period_charges)
+        {%- if scan_closing_subscriptions_only %}
+        and totals.external_subscription_id in (select external_subscription_id from bucket_period_charges)
+        {%- endif %}
+        -- the whole days between the first and the last bound
+        and totals.day >= {{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(first_day)) }}
+        and totals.day < {{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(end_day)) }}
+        {%- if cut_days %}
+        and totals.day not in (
+            {%- for day in cut_days %}{{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(day)) }}{% if not loop.last %}, {% endif %}{% endfor -%}
+        )
+        {%- endif %}
+        {%- if resent['any'] %}
+        and (totals.external_subscription_id, totals.code, totals.day)
+            not in (select external_subscription_id, billable_metric_code, day from resent_days)
+        {%- endif %}
+    group by
+        external_subscription_id,
+        billable_metric_code,
+        bucket
+),
+{%- endif %}
+
+{#- one bucket's events may come in two rows (some of its days read from the totals,
+    others event by event): period_buckets and bucket_rows sum or maximise over them -#}
+event_buckets as (
+    {%- if reads_events %}
+    select * from event_row_buckets
+    {%- endif %}
+    {%- if reads_events and day_totals %}
+    union all
+    {%- endif %}
+    {%- if day_totals %}
+    select * from day_buckets
+    {%- endif %}
 ),
 
 period_buckets as (

@@ -1,0 +1,66 @@
+{#-
+    Each day's totals of the raw events (ClickHouse: the source event_day_totals, kept at
+    insert by a materialized view, billhouse/event_day_totals.py): per subscription, code
+    and UTC day, the count of stored events and the sum and maximum of each numeric
+    property. int_charge_events_aggregated reads them for the days wholly inside one
+    bucket and free of resent events.
+-#}
+
+{#- Whether the close reads the day totals: on ClickHouse, unless the close setting
+    read_event_day_totals is 'false' (every event read, to compare both ways). -#}
+{% macro reads_event_day_totals() -%}
+    {{ return(adapter.dispatch('reads_event_day_totals', 'billhouse')()) }}
+{%- endmacro %}
+
+{% macro default__reads_event_day_totals() -%}
+    {{ return(false) }}
+{%- endmacro %}
+
+{% macro clickhouse__reads_event_day_totals() -%}
+    {{ return(billhouse.close_setting('read_event_day_totals') | string | lower != 'false') }}
+{%- endmacro %}
+
+
+{#- The UTC days (epoch milliseconds of their midnight, sorted) that a bound cuts: a
+    bound after their midnight falls inside them. -#}
+{% macro days_cut_by(bounds) -%}
+    {%- set day_milliseconds = 86400000 -%}
+    {%- set days = [] -%}
+    {%- for bound in bounds if bound % day_milliseconds != 0 -%}
+        {%- set day = bound - bound % day_milliseconds -%}
+        {%- if day not in days -%}
+            {%- do days.append(day) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(days | sort) }}
+{%- endmacro %}
+
+
+{#- The first UTC midnight at or after `instant` (epoch milliseconds), and the last at or
+    before it. -#}
+{% macro midnight_at_or_after(instant) -%}
+    {{ return(((instant + 86400000 - 1) // 86400000) * 86400000) }}
+{%- endmacro %}
+
+{% macro midnight_at_or_before(instant) -%}
+    {{ return((instant // 86400000) * 86400000) }}
+{%- endmacro %}
+
+{#- A numeric property's day total (a map of the day's totals by property), null when
+    no event of the day had a number there: as an aggregate of the events ignores them. -#}
+{% macro day_total_number(totals, key) -%}
+    if(mapContains({{ totals }}, {{ key }}), {{ totals }}[{{ key }}], null)
+{%- endmacro %}
+
+
+{#- The bucket of a whole UTC day (`day`, a Date no bound cuts), as event_bucket gives
+    it for the day's midnight: a bound at or before that midnight is a bound whose UTC
+    date is at or before the day (a bound inside another day is before this midnight
+    exactly when its date is earlier). ClickHouse, where the totals are. -#}
+{% macro day_bucket(day, bounds) -%}
+    (
+    {%- for bound in bounds %}
+        {% if not loop.first %}+ {% endif %}({{ day }} >= {{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(bound)) }})
+    {%- endfor %}
+    )
+{%- endmacro %}
