@@ -36,6 +36,7 @@
 -#}
 -- depends_on: {{ ref('stg_billhouse__events') }}
 -- depends_on: {{ ref('int_events_deduplicated') }}
+-- depends_on: {{ ref('int_event_identities_duplicated') }}
 {%- if billhouse.events_have_block_numbers() and execute %}
     {#- a mart built before it was maintained by month (no partitions, no bookkeeping
         columns) cannot take partitions: it is dropped and built again -#}
@@ -58,6 +59,8 @@
     ref('stg_billhouse__subscriptions'),
     ref('int_event_identities_duplicated'),
 ) %}
+{%- set day_totals = billhouse.reads_event_day_totals() %}
+{%- set totalled_types = ['count_agg', 'sum_agg', 'weighted_sum_agg', 'max_agg'] %}
 {%- if billhouse.events_have_block_numbers() %}
 {{ billhouse.usage_months_plan_comment(plan) }}
 {% endif %}
@@ -139,6 +142,63 @@ subscriptions as (
 metrics as (
     select * from {{ ref('stg_billhouse__billable_metrics') }}
 ),
+{%- if day_totals %}
+
+{#- On ClickHouse the days of count, sum, weighted-sum and max metrics come from the day
+    totals kept at insert (macros/event_day_totals.sql), except the days holding a copy
+    of a resent event (the totals count every copy): those, and the other metrics, are
+    read event by event. -#}
+totalled_metrics as (
+    select billable_metric_code from metrics where aggregation_type in ('{{ totalled_types | join("', '") }}')
+),
+
+resent_days as (
+    select distinct
+        resent.external_subscription_id as external_subscription_id,
+        resent.billable_metric_code as billable_metric_code,
+        {{ billhouse.utc_date('resent.event_at') }} as usage_date
+    from {{ ref('stg_billhouse__events') }} as resent
+    where resent.identity_hash in (
+            select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
+        )
+        {%- if plan.mode != 'full' %}
+        and {{ billhouse.usage_month_bounds('resent.event_at', plan.months) }}
+        {%- endif %}
+),
+
+totalled_days as (
+    select
+        subscriptions.external_customer_id as external_customer_id,
+        totals.code as billable_metric_code,
+        totals.day as usage_date,
+        metrics.aggregation_type as aggregation_type,
+        sum(totals.event_count) as events_count,
+        case metrics.aggregation_type
+            when 'count_agg' then cast(sum(totals.event_count) as {{ billhouse.nullable_decimal_type() }})
+            when 'max_agg' then cast(
+                max({{ billhouse.day_total_number('totals.number_maxes', "coalesce(metrics.field_name, '')") }})
+                as {{ billhouse.nullable_decimal_type() }}
+            )
+            else cast(
+                coalesce(sum({{ billhouse.day_total_number('totals.number_sums', "coalesce(metrics.field_name, '')") }}), 0)
+                as {{ billhouse.nullable_decimal_type() }}
+            )
+        end as units
+    from {{ source('billhouse', 'event_day_totals') }} as totals
+    inner join subscriptions
+        on totals.external_subscription_id = subscriptions.external_subscription_id
+    inner join metrics
+        on totals.code = metrics.billable_metric_code
+    where totals.code in (select billable_metric_code from totalled_metrics)
+        {%- if plan.mode != 'full' %}
+        and {{ billhouse.usage_month_in('totals.day', plan.months) }}
+        and {{ billhouse.usage_day_in('totals.day', plan.days) }}
+        {%- endif %}
+        and (totals.external_subscription_id, totals.code, totals.day)
+            not in (select external_subscription_id, billable_metric_code, usage_date from resent_days)
+    group by external_customer_id, billable_metric_code, usage_date, aggregation_type
+),
+{%- endif %}
 
 event_values as (
     select
@@ -162,6 +222,11 @@ event_values as (
         on events.external_subscription_id = subscriptions.external_subscription_id
     inner join metrics
         on events.billable_metric_code = metrics.billable_metric_code
+    {%- if day_totals %}
+    where events.billable_metric_code not in (select billable_metric_code from totalled_metrics)
+        or (events.external_subscription_id, events.billable_metric_code, {{ billhouse.utc_date('events.event_at') }})
+            in (select external_subscription_id, billable_metric_code, usage_date from resent_days)
+    {%- endif %}
 ),
 
 recomputed as (
@@ -185,6 +250,32 @@ recomputed as (
     from event_values
     group by external_customer_id, billable_metric_code, usage_date, aggregation_type
 ),
+{%- if day_totals %}
+
+{#- a customer's day may come from both (one subscription's resent event, another's
+    totals): counts and sums add up, maxima take the larger -#}
+recomputed_days as (
+    select
+        external_customer_id,
+        billable_metric_code,
+        usage_date,
+        aggregation_type,
+        sum(events_count) as events_count,
+        case
+            when aggregation_type = 'max_agg' then max(units)
+            when aggregation_type in ('{{ totalled_types | join("', '") }}') then sum(units)
+            else max(units)
+        end as units
+    from (
+        select external_customer_id, billable_metric_code, usage_date, aggregation_type, events_count, units
+        from recomputed
+        union all
+        select external_customer_id, billable_metric_code, usage_date, aggregation_type, events_count, units
+        from totalled_days
+    ) as both_sources
+    group by external_customer_id, billable_metric_code, usage_date, aggregation_type
+),
+{%- endif %}
 {%- if plan.mode == 'months' %}
 
 -- the replaced months' other days, as the mart holds them: no event of theirs changed
@@ -197,7 +288,8 @@ kept_days as (
 {%- endif %}
 
 final as (
-    {%- for rows in (['recomputed', 'kept_days'] if plan.mode == 'months' else ['recomputed']) %}
+    {%- set recomputed_rows = 'recomputed_days' if day_totals else 'recomputed' %}
+    {%- for rows in ([recomputed_rows, 'kept_days'] if plan.mode == 'months' else [recomputed_rows]) %}
     select
         external_customer_id,
         billable_metric_code,
