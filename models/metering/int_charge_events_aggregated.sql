@@ -86,8 +86,20 @@ bucket_period_charges as (
     where period_charges.rated_by_bucket
 ),
 
+{#- Whether an identity is stored more than once (the duplicate index, built earlier in
+    the close): if none is, every stored event is its own first copy and the bucket scan
+    reads the events as stored, without int_events_deduplicated's ranking of copies (a
+    branch that reads every stored event's identity, whatever the time bounds). -#}
+{%- set resent = {'any': true} %}
+{%- if execute %}
+    {%- set resent_count = run_query(
+        "select count(*) from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
+    ).columns[0].values()[0] %}
+    {%- do resent.update({'any': resent_count | int > 0}) %}
+{%- endif %}
+
 events as (
-    select * from {{ ref('int_events_deduplicated') }}
+    select * from {{ ref('int_events_deduplicated') if resent['any'] else ref('stg_billhouse__events') }}
 ),
 
 {#- Per subscription, metric and bucket: the event count and, for the metrics summed
@@ -105,13 +117,6 @@ events as (
     day rows their sum or maximum of the day. -#}
 {%- set day_totals = billhouse.reads_event_day_totals() %}
 {%- set cut_days = billhouse.days_cut_by(bucket_bounds) if day_totals else [] %}
-{%- set resent = {'any': false} %}
-{%- if execute and day_totals %}
-    {%- set resent_count = run_query(
-        "select count(*) from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
-    ).columns[0].values()[0] %}
-    {%- do resent.update({'any': resent_count | int > 0}) %}
-{%- endif %}
 {%- set metrics_of = {'sum_agg': [], 'max_agg': []} %}
 {%- for row in bucket_metrics %}
     {%- do metrics_of[row[1]].append({'code': row[0] | replace("'", "''"), 'field': row[2] | replace("'", "''")}) %}
@@ -146,7 +151,7 @@ events as (
 {%- endfor %}
 {%- endfor %}
 {%- set reads_events = not day_totals or cut_days or resent['any'] %}
-{%- if resent['any'] %}
+{%- if day_totals and resent['any'] %}
 
 {#- every (subscription, metric, day) holding a copy of a resent event in the buckets -#}
 resent_days as (
