@@ -64,3 +64,19 @@
     {%- endfor %}
     )
 {%- endmacro %}
+
+
+{#- The (subscription, metric code, UTC day `day_column`) of every stored copy of an
+    identity stored more than once, among the staging events (`resent`) that match
+    `condition`: the days the totals over-count (they count every copy). -#}
+{% macro resent_event_days(day_column, condition) -%}
+    select distinct
+        resent.external_subscription_id as external_subscription_id,
+        resent.billable_metric_code as billable_metric_code,
+        {{ billhouse.utc_date('resent.event_at') }} as {{ day_column }}
+    from {{ ref('stg_billhouse__events') }} as resent
+    where resent.identity_hash in (
+            select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
+        )
+        and {{ condition }}
+{%- endmacro %}

@@ -153,17 +153,8 @@ totalled_metrics as (
 ),
 
 resent_days as (
-    select distinct
-        resent.external_subscription_id as external_subscription_id,
-        resent.billable_metric_code as billable_metric_code,
-        {{ billhouse.utc_date('resent.event_at') }} as usage_date
-    from {{ ref('stg_billhouse__events') }} as resent
-    where resent.identity_hash in (
-            select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
-        )
-        {%- if plan.mode != 'full' %}
-        and {{ billhouse.usage_month_bounds('resent.event_at', plan.months) }}
-        {%- endif %}
+    {{ billhouse.resent_event_days('usage_date',
+        billhouse.usage_month_bounds('resent.event_at', plan.months) if plan.mode != 'full' else 'true') }}
 ),
 
 totalled_days as (

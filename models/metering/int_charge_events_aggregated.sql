@@ -155,16 +155,11 @@ events as (
 
 {#- every (subscription, metric, day) holding a copy of a resent event in the buckets -#}
 resent_days as (
-    select distinct
-        resent.external_subscription_id as external_subscription_id,
-        resent.billable_metric_code as billable_metric_code,
-        {{ billhouse.utc_date('resent.event_at') }} as day
-    from {{ ref('stg_billhouse__events') }} as resent
-    where resent.identity_hash in (
-            select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
-        )
-        and resent.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
+    {%- set in_buckets -%}
+        resent.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
         and resent.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
+    {%- endset %}
+    {{ billhouse.resent_event_days('day', in_buckets) }}
 ),
 {%- endif %}
 {%- if reads_events %}
