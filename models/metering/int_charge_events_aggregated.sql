@@ -90,13 +90,9 @@ bucket_period_charges as (
     the close): if none is, every stored event is its own first copy and the bucket scan
     reads the events as stored, without int_events_deduplicated's ranking of copies (a
     branch that reads every stored event's identity, whatever the time bounds). -#}
-{%- set resent = {'any': true} %}
-{%- if execute %}
-    {%- set resent_count = run_query(
-        "select count(*) from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
-    ).columns[0].values()[0] %}
-    {%- do resent.update({'any': resent_count | int > 0}) %}
-{%- endif %}
+{%- set resent = {'any': billhouse.query_has_rows(
+    "select 1 from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
+)} %}
 
 events as (
     select * from {{ ref('int_events_deduplicated') if resent['any'] else ref('stg_billhouse__events') }}
@@ -122,7 +118,7 @@ events as (
     {%- do metrics_of[row[1]].append({'code': row[0] | replace("'", "''"), 'field': row[2] | replace("'", "''")}) %}
 {%- endfor %}
 {%- set rows_of = {
-    'events': {'code': 'events.billable_metric_code', 'sum_agg': 'events', 'max_agg': 'events'},
+    'events': {'code': 'events.billable_metric_code'},
     'totals': {'code': 'totals.code', 'sum_agg': 'totals.number_sums', 'max_agg': 'totals.number_maxes'},
 } %}
 {%- set bucket_value = {'events': {}, 'totals': {}} %}
