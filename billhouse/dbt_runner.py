@@ -144,6 +144,11 @@ MANIFEST_COMMANDS = frozenset(
      "retry", "clone"}
 )
 
+# dbt commands that run nodes: after each, dbt writes manifest.json again (0.4-0.5 s at
+# every close), the manifest the store's parse wrote already; run_dbt writes their
+# run_results.json itself instead
+NODE_COMMANDS = frozenset({"build", "run", "test", "seed"})
+
 # the parsed project per (project files, warehouse type, warehouse database, --vars)
 _parsed_projects: dict[tuple[str, ...], Any] = {}
 
@@ -229,7 +234,11 @@ def run_dbt(
                 raise DbtRunError(parse_command, "\n".join(lines) + f"\nException: {parsed.exception}")
             _parsed_projects[key] = parsed.result
         manifest = _parsed_projects.get(key) if subcommand in MANIFEST_COMMANDS else None
-        outcome = dbtRunner(manifest=manifest, callbacks=callbacks).invoke([*command, *quiet])
+        rewrites_manifest = subcommand in NODE_COMMANDS and (settings.dbt_target_dir / "manifest.json").exists()
+        artifacts = ["--no-write-json"] if rewrites_manifest else []
+        outcome = dbtRunner(manifest=manifest, callbacks=callbacks).invoke([*command, *quiet, *artifacts])
+        if artifacts and hasattr(outcome.result, "write"):
+            outcome.result.write(str(settings.dbt_target_dir / "run_results.json"))
         if subcommand == "parse" and outcome.success:
             _parsed_projects[key] = outcome.result
     output = "\n".join(lines)

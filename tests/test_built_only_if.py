@@ -22,8 +22,7 @@ import yaml
 
 from bench.billed_fees import mark_drafts_billed
 from billhouse.catalog import parse_catalog
-from billhouse.close import CLOSE_DBT_ARGS, close_variables, load_inputs, prepare_close
-from billhouse.dbt_runner import run_dbt
+from billhouse.close import build_drafts, close_variables, load_inputs
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.warehouse import open_warehouse
 
@@ -61,8 +60,7 @@ class Build:
 
 
 def _close(settings: Settings, as_of: datetime = NOV_1, **settings_overrides: str) -> Build:
-    prepare_close(settings)
-    run_dbt(settings, list(CLOSE_DBT_ARGS), {**close_variables(as_of), **settings_overrides})
+    build_drafts(settings, {**close_variables(as_of), **settings_overrides})
     models = models_built_only_if()
     compiled_dir = settings.dbt_target_dir / "compiled" / "billhouse"
     with open_warehouse(settings) as warehouse:
