@@ -28,32 +28,6 @@ event_aggregates as (
     select * from {{ ref('int_charge_events_aggregated') }}
 ),
 
-observed_buckets as (
-    select subscription_period_key, charge_id, filter_index, group_key from event_aggregates
-),
-
-empty_buckets as (
-    select
-        period_charges.subscription_period_key as subscription_period_key,
-        period_charges.charge_id as charge_id,
-        prices.filter_index as filter_index,
-        '' as group_key
-    from period_charges
-    inner join prices
-        on period_charges.charge_id = prices.charge_id
-    left join (select distinct subscription_period_key, charge_id, filter_index from observed_buckets) as observed
-        on period_charges.subscription_period_key = observed.subscription_period_key
-        and period_charges.charge_id = observed.charge_id
-        and prices.filter_index = observed.filter_index
-    where observed.charge_id is null
-),
-
-buckets as (
-    select * from observed_buckets
-    union all
-    select * from empty_buckets
-),
-
 {%- if unique_counted %}
 
 unique_count_metrics as (
@@ -112,11 +86,13 @@ unique_counts as (
 {%- endif %}
 
 aggregated as (
+    {#- every price (filter) of every charge of every closed period, with each group its
+        events fell in, or one row (group '') when none did -#}
     select
-        buckets.subscription_period_key as subscription_period_key,
-        buckets.charge_id as charge_id,
-        buckets.filter_index as filter_index,
-        buckets.group_key as group_key,
+        period_charges.subscription_period_key as subscription_period_key,
+        period_charges.charge_id as charge_id,
+        prices.filter_index as filter_index,
+        coalesce(event_aggregates.group_key, '') as group_key,
         period_charges.external_subscription_id as external_subscription_id,
         period_charges.external_customer_id as external_customer_id,
         period_charges.plan_code as plan_code,
@@ -141,21 +117,19 @@ aggregated as (
             when 'weighted_sum_agg' then event_aggregates.weighted_sum_units
             when 'custom_agg' then event_aggregates.custom_units
         end as aggregated_units
-    from buckets
-    inner join period_charges
-        on buckets.subscription_period_key = period_charges.subscription_period_key
-        and buckets.charge_id = period_charges.charge_id
+    from period_charges
+    inner join prices
+        on period_charges.charge_id = prices.charge_id
     left join event_aggregates
-        on buckets.subscription_period_key = event_aggregates.subscription_period_key
-        and buckets.charge_id = event_aggregates.charge_id
-        and buckets.filter_index = event_aggregates.filter_index
-        and buckets.group_key = event_aggregates.group_key
+        on period_charges.subscription_period_key = event_aggregates.subscription_period_key
+        and period_charges.charge_id = event_aggregates.charge_id
+        and prices.filter_index = event_aggregates.filter_index
     {%- if unique_counted %}
     left join unique_counts
-        on buckets.subscription_period_key = unique_counts.subscription_period_key
-        and buckets.charge_id = unique_counts.charge_id
-        and buckets.filter_index = unique_counts.filter_index
-        and buckets.group_key = unique_counts.group_key
+        on period_charges.subscription_period_key = unique_counts.subscription_period_key
+        and period_charges.charge_id = unique_counts.charge_id
+        and prices.filter_index = unique_counts.filter_index
+        and coalesce(event_aggregates.group_key, '') = unique_counts.group_key
     {%- endif %}
 ),
 
