@@ -8,6 +8,8 @@ the warehouse models and the ledger; nothing is rebuilt per test.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -91,6 +93,37 @@ def naive_utc(value: datetime) -> datetime:
 def query_warehouse(settings: Settings, sql: str) -> list[dict]:
     with open_warehouse(settings) as warehouse:
         return warehouse.query(sql)
+
+
+def relations_read_outside_lineage(settings: Settings) -> set[tuple[str, str]]:
+    """(model, relation) pairs where a model's statements (its compile-time queries
+    included, from dbt's debug log) named another model of the project that is not
+    upstream of it: with several dbt threads, that relation could be rebuilt meanwhile."""
+    manifest = json.loads((settings.dbt_target_dir / "manifest.json").read_text())
+    parents: dict[str, list[str]] = manifest["parent_map"]
+    models = {unique_id.split(".")[-1]: unique_id for unique_id in manifest["nodes"]}
+
+    def upstream(unique_id: str, seen: set[str]) -> set[str]:
+        for parent in parents.get(unique_id, []):
+            if parent not in seen:
+                seen.add(parent)
+                upstream(parent, seen)
+        return seen
+
+    log = "".join(path.read_text(errors="replace") for path in settings.dbt_log_dir.rglob("dbt.log*"))
+    outside: set[tuple[str, str]] = set()
+    # a statement runs to the next log line (the time that starts it, after a colour code)
+    next_line = r"(?=\n(?:\x1b\[0m)?\d\d:\d\d:\d\d\.\d+ |\Z)"
+    for statement in re.finditer(r"On (model\.billhouse\.\w+): (.*?)" + next_line, log, re.S):
+        node, sql = statement.groups()
+        if node not in parents:
+            continue
+        ancestors = upstream(node, set())
+        for name in set(re.findall(r"[`\"]billhouse[`\"]\.[`\"](\w+)[`\"]", sql)):
+            name = re.sub(r"__dbt_(backup|tmp|new_data)$", "", name)
+            if name in models and models[name] != node and models[name] not in ancestors:
+                outside.add((node, name))
+    return outside
 
 
 def _event(tx: str, sub: str, code: str, ts: str, **properties: object) -> dict:

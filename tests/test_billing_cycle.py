@@ -10,7 +10,7 @@ from pypdf import PdfReader
 from billhouse.ledger_connection import ledger
 from invoicing.finalize import list_invoices
 
-from .conftest import FIRST_BATCH, Billed
+from .conftest import FIRST_BATCH, Billed, relations_read_outside_lineage
 
 
 def _invoice(report, customer: str, issued: str):
@@ -132,3 +132,9 @@ def test_warehouse_keeps_every_copy_but_models_count_each_event_once(billed: Bil
         "select properties from billhouse.int_events_deduplicated where transaction_id = 'a-store-1'"
     )
     assert '"2"' in kept["properties"]
+
+
+def test_every_relation_a_model_reads_is_upstream_of_it(billed: Billed) -> None:
+    # the chDB profile runs two dbt threads: a model must not read (at compile time or in
+    # its SQL) a model that dbt may be rebuilding at the same moment
+    assert relations_read_outside_lineage(billed.settings) == set()
