@@ -234,8 +234,8 @@ def run_dbt(
                 raise DbtRunError(parse_command, "\n".join(lines) + f"\nException: {parsed.exception}")
             _parsed_projects[key] = parsed.result
         manifest = _parsed_projects.get(key) if subcommand in MANIFEST_COMMANDS else None
-        rewrites_manifest = subcommand in NODE_COMMANDS and (settings.dbt_target_dir / "manifest.json").exists()
-        artifacts = ["--no-write-json"] if rewrites_manifest else []
+        manifest_written = (settings.dbt_target_dir / "manifest.json").exists()
+        artifacts = ["--no-write-json"] if subcommand in NODE_COMMANDS and manifest_written else []
         outcome = dbtRunner(manifest=manifest, callbacks=callbacks).invoke([*command, *quiet, *artifacts])
         if artifacts and hasattr(outcome.result, "write"):
             outcome.result.write(str(settings.dbt_target_dir / "run_results.json"))

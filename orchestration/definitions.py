@@ -70,6 +70,8 @@ from billhouse.dbt_runner import run_dbt
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
+from ingestion.config import landing_dir
+from ingestion.loader import load_landed_events
 from orchestration.dbt_build import dbt_build_events
 
 PARTITIONS_START = "2024-01-01"
@@ -243,8 +245,11 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
     def billhouse_dbt(context: AssetExecutionContext):
         day, tz_name = partition_of(context)
         since, as_of = checked_close_window(day, tz_name)
-        with open_warehouse(settings):
-            pass  # raw tables exist; the store is released before dbt starts
+        with open_warehouse(settings) as warehouse:
+            # the events the API accepted since the last close, loaded exactly once (as
+            # `billhouse close` does); the store is released before dbt starts, in its
+            # own thread (orchestration/dbt_build.py)
+            load_landed_events(warehouse, landing_dir(settings))
         # dbt runs in this process and holds the store lock: other billhouse steps wait
         yield from dbt_build_events(context, settings, close_variables(as_of, since, tz_name))
 

@@ -40,6 +40,8 @@ from billhouse.ledger_connection import ledger, stop_ledger
 from billhouse.raw_tables import CUSTOMERS
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
+from ingestion.config import landing_dir
+from ingestion.segments import encode_frame, segment_name
 from invoicing.ledger import list_invoices
 from orchestration.definitions import (
     CLOSE_SENSOR_NAME,
@@ -402,6 +404,25 @@ def test_a_late_event_is_billed_once_as_an_adjustment_on_the_next_invoice(orches
     assert utc[0].total_cents == 1100  # August's invoice never changes
     assert utc[1].total_cents == 1000 + 0 + 50
     assert utc[2].total_cents == 1000
+
+
+def test_a_close_loads_the_events_the_api_landed_since_the_last_one(orchestrated: Orchestrated) -> None:
+    # An event the API accepted (a landing frame, not yet in the store) is billed by the
+    # next Dagster close of its period, once: Kiritimati's September close.
+    september = int(datetime(2026, 9, 10, tzinfo=timezone.utc).timestamp() * 1000)
+    landing = landing_dir(orchestrated.settings)
+    landing.mkdir(parents=True, exist_ok=True)
+    ingested_at_us = int(datetime.now(timezone.utc).timestamp() * 1_000_000)
+    (landing / segment_name(ingested_at_us)).write_bytes(
+        encode_frame([("k-landed", "sub_kiri", "calls", september, "{}")], ingested_at_us)
+    )
+    assert orchestrated.close("2026-09-30", "Pacific/Kiritimati").success
+    assert orchestrated.close("2026-09-30", "Pacific/Kiritimati").success
+    [september_invoice] = [i for i in orchestrated.invoices("cus_kiri") if i.issuing_date == date(2026, 10, 1)]
+    assert september_invoice.total_cents == 1000 + 50  # the landed call, billed once
+    with open_warehouse(orchestrated.settings) as warehouse:
+        [stored] = warehouse.query("select count() as n from billhouse_raw.events where transaction_id = 'k-landed'")
+    assert stored["n"] == 1
 
 
 def test_the_closes_reuse_dbt_parse_between_the_billing_build_and_the_finance_refresh(
