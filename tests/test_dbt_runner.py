@@ -4,6 +4,7 @@ process."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,6 +118,22 @@ def test_a_new_store_uses_the_project_parsed_for_the_previous_one(
     parsing = ("Starting full parse", "Partial parsing", "Command `cli parse`")
     assert all(message in outputs[0] for message in parsing[::2])
     assert not any(message in outputs[1] for message in parsing)
+
+
+def test_a_run_writes_its_results_and_leaves_the_parsed_manifest_as_it_is(tmp_path: Path) -> None:
+    # dbt would write manifest.json again after every build (0.4-0.5 s of a close);
+    # the parse wrote it, run_dbt writes the run's run_results.json
+    settings = Settings(data_dir=tmp_path)
+    with open_warehouse(settings):
+        pass
+    run_dbt(settings, ["run", "--select", "stg_billhouse__plans"])
+    manifest = settings.dbt_target_dir / "manifest.json"
+    written = manifest.stat().st_mtime_ns
+    for model in ("stg_billhouse__customers", "stg_billhouse__charges"):
+        run_dbt(settings, ["run", "--select", model])
+        results = json.loads((settings.dbt_target_dir / "run_results.json").read_text())
+        assert [r["unique_id"] for r in results["results"]] == [f"model.billhouse.{model}"]
+        assert manifest.stat().st_mtime_ns == written
 
 
 def test_the_parsed_project_is_kept_per_project_files_warehouse_and_vars(tmp_path: Path) -> None:
