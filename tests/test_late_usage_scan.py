@@ -11,8 +11,8 @@ check reads neither those calls nor the churned customer's events until a late e
 the churned customer arrives, which it then finds and bills on an invoice of its own (the
 customer has no next invoice to wait for). Last, once the active customer's November calls
 are stored (after October's invoice), October's period is checked at each close, and the
-check reads October's events (their insert blocks), not November's: before, a close late
-in a month read every event of that month.
+check reads neither November's events (before, a close late in a month read every event
+of that month) nor October's, whose part was stored before October's invoice.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanStore]:
         # period is checked again, but they lie outside its time range
         s.load([_call(f"n-{i}", "sub_active", "2026-11-03T12:00:00Z") for i in range(3 * ACTIVE_CALLS)],
                ingested_at="2026-11-03T13:00:00Z")
-        s.close("nov-4", "2026-11-04T00:05:00Z", read_limit=2 * ACTIVE_CALLS)
+        s.close("nov-4", "2026-11-04T00:05:00Z")
         s.close("dec-3", "2026-12-03T00:05:00Z")
         yield s
     finally:
@@ -137,8 +137,9 @@ def test_the_read_limit_is_tight_enough_to_fail(store: ScanStore) -> None:
 
 def test_the_late_check_reads_no_event_outside_the_invoiced_periods(store: ScanStore) -> None:
     """October's period has events stored after its invoice (November's calls): it is
-    checked, and the check reads October's 5 000 calls (by their insert block), not
-    November's 15 000 (outside its time range; the month partitions)."""
+    checked, and the check reads neither November's 15 000 calls (outside its time range;
+    the month partitions) nor October's 5 000 (their part was stored before October's
+    invoice: skipped by its last block)."""
     assert store.late_periods["nov-4"] == []
     assert store.limited_check["nov-4"] == []
 
