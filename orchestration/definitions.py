@@ -249,7 +249,10 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
             # the events the API accepted since the last close, loaded exactly once (as
             # `billhouse close` does); the store is released before dbt starts, in its
             # own thread (orchestration/dbt_build.py)
-            load_landed_events(warehouse, landing_dir(settings))
+            landed = load_landed_events(warehouse, landing_dir(settings))
+        context.log.info(f"landed events loaded: {landed.rows} ({landed.frames} frames)")
+        for recovery in landed.recovered:  # a chunk a crashed load left pending
+            context.log.warning(f"landing: {recovery}")
         # dbt runs in this process and holds the store lock: other billhouse steps wait
         yield from dbt_build_events(context, settings, close_variables(as_of, since, tz_name))
 
