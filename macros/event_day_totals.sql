@@ -66,6 +66,18 @@
 {%- endmacro %}
 
 
+{#- Whether the duplicate index (built earlier in the run) lists an identity stored more
+    than once; at parse time, yes. When none is, every stored event is its own first copy:
+    a model reads the events as stored, without int_events_deduplicated's ranking of
+    copies (which reads every stored event's identity, whatever the time bounds), and no
+    day's totals over-count. The calling model declares int_event_identities_duplicated
+    upstream (a `-- depends_on:` line). -#}
+{% macro any_identity_resent() -%}
+    {{ return(billhouse.query_has_rows(
+        "select 1 from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1")) }}
+{%- endmacro %}
+
+
 {#- The (subscription, metric code, UTC day `day_column`) of every stored copy of an
     identity stored more than once, among the staging events (`resent`) that match
     `condition`: the days the totals over-count (they count every copy). -#}

@@ -266,3 +266,32 @@ def test_a_recreated_events_table_recomputes_every_month(usage_store: UsageStore
     recreated = store.mart()
     assert recreated == {**before, ("cus_a", "api_calls", "2027-05-02"): ("count_agg", 1, Decimal(1))}
     assert store.rebuilt_from_scratch() == recreated
+
+
+def test_a_store_without_resent_events_reads_them_as_stored(tmp_path: Path) -> None:
+    """No identity stored twice: the mart reads the events as stored (no ranking of
+    copies, no resent days) and gives what reading every event gives, on a first build
+    and on a refresh by month; every stored event is counted once."""
+    store = UsageStore(Settings(data_dir=tmp_path), copy.deepcopy(CATALOG))
+    identities: set[tuple[str, str]] = set()
+    sent_once = []
+    for event in FIRST_BATCH:  # without its same-batch resend
+        identity = (event["external_subscription_id"], event["transaction_id"])
+        if identity not in identities:
+            identities.add(identity)
+            sent_once.append(event)
+    load_inputs(store.settings, store.catalog, sent_once)
+
+    def compiled() -> str:
+        return (store.settings.dbt_target_dir / "compiled" / "billhouse" / "models" / "finance" / "fct_usage.sql").read_text()
+
+    assert store.build()["mode"] == "full"
+    assert "resent_days" not in compiled()
+    assert sum(events for _, events, _ in store.mart().values()) == len(sent_once)
+    assert store.mart() == store.rebuilt_from_scratch()
+
+    store.load([_event("a-call-late-day", "sub_a", "api_calls", "2026-10-05T09:00:00Z")])
+    assert store.build()["mode"] == "months"
+    assert "resent_days" not in compiled() and "ranked_copies" not in compiled()
+    assert sum(events for _, events, _ in store.mart().values()) == len(sent_once) + 1
+    assert store.mart() == store.rebuilt_from_scratch()

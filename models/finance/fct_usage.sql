@@ -60,13 +60,15 @@
     ref('int_event_identities_duplicated'),
 ) %}
 {%- set day_totals = billhouse.reads_event_day_totals() %}
+{#- no identity stored twice: the events are read as stored, and no day is resent -#}
+{%- set any_resent = billhouse.any_identity_resent() %}
 {%- set totalled_types = ['count_agg', 'sum_agg', 'weighted_sum_agg', 'max_agg'] %}
 {%- if billhouse.events_have_block_numbers() %}
 {{ billhouse.usage_months_plan_comment(plan) }}
 {% endif %}
 {%- if plan.mode == 'full' %}
 with events as (
-    select * from {{ ref('int_events_deduplicated') }}
+    select * from {{ ref('int_events_deduplicated') if any_resent else ref('stg_billhouse__events') }}
 ),
 {%- else %}
 {#- the events of the recomputed days, deduplicated as int_events_deduplicated does
@@ -90,6 +92,12 @@ with events_in_months as (
     from {{ ref('stg_billhouse__events') }}
     where {{ in_recomputed_days }}
 ),
+{%- if not any_resent %}
+
+events as (
+    select * from events_in_months
+),
+{%- else %}
 
 duplicated_keys as (
     select identity_hash from {{ ref('int_event_identities_duplicated') }} where copies > 1
@@ -134,6 +142,7 @@ events as (
     select * from first_copies
 ),
 {%- endif %}
+{%- endif %}
 
 subscriptions as (
     select * from {{ ref('stg_billhouse__subscriptions') }}
@@ -152,10 +161,13 @@ totalled_metrics as (
     select billable_metric_code from metrics where aggregation_type in ('{{ totalled_types | join("', '") }}')
 ),
 
+{%- if any_resent %}
+
 resent_days as (
     {{ billhouse.resent_event_days('usage_date',
         billhouse.usage_month_bounds('resent.event_at', plan.months) if plan.mode != 'full' else 'true') }}
 ),
+{%- endif %}
 
 totalled_days as (
     select
@@ -185,8 +197,10 @@ totalled_days as (
         and {{ billhouse.usage_month_in('totals.day', plan.months) }}
         and {{ billhouse.usage_day_in('totals.day', plan.days) }}
         {%- endif %}
+        {%- if any_resent %}
         and (totals.external_subscription_id, totals.code, totals.day)
             not in (select external_subscription_id, billable_metric_code, usage_date from resent_days)
+        {%- endif %}
     group by external_customer_id, billable_metric_code, usage_date, aggregation_type
 ),
 {%- endif %}
@@ -215,8 +229,10 @@ event_values as (
         on events.billable_metric_code = metrics.billable_metric_code
     {%- if day_totals %}
     where events.billable_metric_code not in (select billable_metric_code from totalled_metrics)
+        {%- if any_resent %}
         or (events.external_subscription_id, events.billable_metric_code, {{ billhouse.utc_date('events.event_at') }})
             in (select external_subscription_id, billable_metric_code, usage_date from resent_days)
+        {%- endif %}
     {%- endif %}
 ),
 

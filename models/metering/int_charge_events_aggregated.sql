@@ -86,13 +86,9 @@ bucket_period_charges as (
     where period_charges.rated_by_bucket
 ),
 
-{#- Whether an identity is stored more than once (the duplicate index, built earlier in
-    the close): if none is, every stored event is its own first copy and the bucket scan
-    reads the events as stored, without int_events_deduplicated's ranking of copies (a
-    branch that reads every stored event's identity, whatever the time bounds). -#}
-{%- set resent = {'any': billhouse.query_has_rows(
-    "select 1 from " ~ ref('int_event_identities_duplicated') ~ " where copies > 1"
-)} %}
+{#- Whether an identity is stored more than once: if none is, the bucket scan reads the
+    events as stored (macro any_identity_resent). -#}
+{%- set resent = {'any': billhouse.any_identity_resent()} %}
 
 events as (
     select * from {{ ref('int_events_deduplicated') if resent['any'] else ref('stg_billhouse__events') }}
