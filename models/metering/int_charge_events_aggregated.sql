@@ -88,10 +88,10 @@ bucket_period_charges as (
 
 {#- Whether an identity is stored more than once: if none is, the bucket scan reads the
     events as stored (macro any_identity_resent). -#}
-{%- set resent = {'any': billhouse.any_identity_resent()} %}
+{%- set any_resent = billhouse.any_identity_resent() %}
 
 events as (
-    select * from {{ ref('int_events_deduplicated') if resent['any'] else ref('stg_billhouse__events') }}
+    select * from {{ ref('int_events_deduplicated') if any_resent else ref('stg_billhouse__events') }}
 ),
 
 {#- Per subscription, metric and bucket: the event count and, for the metrics summed
@@ -142,8 +142,8 @@ events as (
     {%- endif %}
 {%- endfor %}
 {%- endfor %}
-{%- set reads_events = not day_totals or cut_days or resent['any'] %}
-{%- if day_totals and resent['any'] %}
+{%- set reads_events = not day_totals or cut_days or any_resent %}
+{%- if day_totals and any_resent %}
 
 {#- every (subscription, metric, day) holding a copy of a resent event in the buckets -#}
 resent_days as (
@@ -179,7 +179,7 @@ event_row_buckets as (
             (events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(day) }}
                 and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(day + 86400000) }}) or
             {%- endfor %}
-            {%- if resent['any'] %}
+            {%- if any_resent %}
             (events.external_subscription_id, events.billable_metric_code, {{ billhouse.utc_date('events.event_at') }})
                 in (select external_subscription_id, billable_metric_code, day from resent_days)
             {%- else %}
@@ -218,7 +218,7 @@ day_buckets as (
             {%- for day in cut_days %}{{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(day)) }}{% if not loop.last %}, {% endif %}{% endfor -%}
         )
         {%- endif %}
-        {%- if resent['any'] %}
+        {%- if any_resent %}
         and (totals.external_subscription_id, totals.code, totals.day)
             not in (select external_subscription_id, billable_metric_code, day from resent_days)
         {%- endif %}

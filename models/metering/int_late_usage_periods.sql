@@ -62,6 +62,7 @@ checked_periods as (
 
 late_events as (
     {%- for pass, condition in passes %}
+    {%- set lowest_block = "(select min(read_through_block) from checked_periods where " ~ condition ~ ")" %}
     select distinct
         events.external_subscription_id as external_subscription_id,
         periods.period_start as period_start
@@ -92,14 +93,14 @@ late_events as (
         -- for the recent pass a filter on the subscriptions would cost more than it saves
         -- (0.55 s of 1.1 s at 100 M).
         and (
-            events.block_number > (select min(read_through_block) from checked_periods where {{ condition }})
+            events.block_number > {{ lowest_block }}
             or events.ingested_at > (
                 select min(case when read_through_block is null then period_end end)
                 from checked_periods where {{ condition }}
             )
         )
         {%- if parts_skippable %}
-        and events.part_last_block > (select min(read_through_block) from checked_periods where {{ condition }})
+        and events.part_last_block > {{ lowest_block }}
         {%- endif %}
     {%- if not loop.last %}
     union all
