@@ -150,6 +150,13 @@ def _cols(*pairs: tuple[str, str]) -> tuple[Column, ...]:
 DECIMAL = "Decimal(38, 12)"
 OPTIONAL_DECIMAL = f"Nullable({DECIMAL})"
 
+# (month, 0 for the month's first UTC day, 2 for its last, 1 between), spelled as
+# ClickHouse prints it in system.tables (the store's open compares the two)
+EVENTS_PARTITION_KEY = (
+    "(toYYYYMM(timestamp), multiIf(toDayOfMonth(timestamp) = 1, 0,"
+    " toDate(timestamp) = toLastDayOfMonth(timestamp), 2, 1))"
+)
+
 EVENTS = RawTable(
     name="events",
     columns=_cols(
@@ -181,9 +188,14 @@ EVENTS = RawTable(
     # column; block numbers only grow), so the close can tell the events loaded since
     # its last run (models/metering/int_event_identities_duplicated.sql).
     clickhouse_settings=(("enable_block_number_column", "1"),),
-    # One partition per month of event time: a read bounded in time (a close's periods)
-    # skips the other months' data whatever the store's history.
-    partition_by="toYYYYMM(timestamp)",
+    # One partition per month of event time, split in three: the month's first UTC day,
+    # its last UTC day, and the days between. A read bounded in time (a close's periods)
+    # skips the other months' data whatever the store's history, and the days calendar
+    # billing's bounds cut (every timezone's local midnight of a 1st falls on the last
+    # UTC day of the month before or on the 1st in UTC), which a close reads event by
+    # event instead of from the day totals, are read from their own small partitions
+    # instead of from the whole month (models/metering/int_charge_events_aggregated.sql).
+    partition_by=EVENTS_PARTITION_KEY,
 )
 
 BILLABLE_METRICS = RawTable(

@@ -61,17 +61,20 @@ class Warehouse:
         return rows[0]["partition_key"].replace(" ", "") if rows else ""
 
     def _repartition(self, table: RawTable) -> None:
-        """A store created before the table was partitioned: copy its rows into a table
-        with the current definition and swap the two (once; the copy gets new insert
-        block numbers and a new UUID, so the duplicate index rescans it)."""
+        """A store created before the table was partitioned as it is now: copy its rows
+        into a table with the current definition and swap the two (once; the copy gets
+        new insert block numbers and a new UUID, so the duplicate index rescans it). The
+        derived columns are copied as stored, not computed again (parsing every event's
+        properties would take most of the copy's time)."""
         copy = f"{table.name}__repartitioned"
         self.client.command(f"DROP TABLE IF EXISTS {self.schema}.{copy}")
         self.client.command(table.clickhouse_ddl(self.schema).replace(
             f"{self.schema}.{table.name} (", f"{self.schema}.{copy} (", 1
         ))
-        columns = ", ".join(f"`{name}`" for name in table.column_names)
+        columns = ", ".join(f"`{name}`" for name in table.column_names + [d.name for d in table.derived_columns])
         self.client.command(
-            f"INSERT INTO {self.schema}.{copy} ({columns}) SELECT {columns} FROM {self.schema}.{table.name}"
+            f"INSERT INTO {self.schema}.{copy} ({columns}) SELECT {columns} FROM {self.schema}.{table.name}",
+            settings={"insert_allow_materialized_columns": 1},
         )
         self.client.command(f"EXCHANGE TABLES {self.schema}.{table.name} AND {self.schema}.{copy}")
         self.client.command(f"DROP TABLE {self.schema}.{copy} SYNC")

@@ -33,7 +33,7 @@
 
 {#- The highest insert block of the part that stores a raw event row; elsewhere null. A
     part's name ends in its block range (<partition>_<min block>_<max block>_<level>,
-    then a mutation number if any; the events' month partition ids hold no '_'), and
+    then a mutation number if any; the events' partition ids, such as 202611-1, hold no '_'), and
     ClickHouse filters a query's parts on conditions over `_part` before it reads a row:
     `part_last_block > B` skips every part stored at or before block B, where
     `block_number > B` alone reads the block number of every stored event (0.45 s at

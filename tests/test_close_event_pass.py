@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import clickhouse_connect
@@ -20,7 +21,7 @@ from billhouse.catalog import parse_catalog
 from billhouse.close import load_inputs
 from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
-from billhouse.raw_tables import EVENTS
+from billhouse.raw_tables import EVENTS, EVENTS_PARTITION_KEY
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
@@ -202,10 +203,16 @@ def test_a_recreated_events_table_is_scanned_whole_again(indexed_store: IndexedS
     assert store.deduplicated() == before
 
 
-def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("earlier_partition_key", [None, "toYYYYMM(timestamp)"], ids=["unpartitioned", "by-month"])
+def test_a_store_created_before_the_current_partitions_is_repartitioned_once(
+    tmp_path: Path, earlier_partition_key: str | None
+) -> None:
+    """Stores created unpartitioned, or partitioned by month only (before a month's first
+    and last UTC days had partitions of their own), are copied into the current layout
+    when first opened, the derived columns as stored."""
     settings = Settings(data_dir=tmp_path)
     settings.chdb_path.mkdir(parents=True)
-    unpartitioned = dataclasses.replace(EVENTS, partition_by=None, clickhouse_settings=())
+    unpartitioned = dataclasses.replace(EVENTS, partition_by=earlier_partition_key, clickhouse_settings=())
     client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
     try:
         client.command("CREATE DATABASE billhouse_raw")
@@ -221,7 +228,7 @@ def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path:
         client.close()
 
     select_rows = (
-        "SELECT transaction_id, timestamp, properties, ingested_at, identity_hash"
+        "SELECT transaction_id, timestamp, properties, ingested_at, identity_hash, property_numbers"
         " FROM billhouse_raw.events ORDER BY transaction_id, timestamp"
     )
     with open_warehouse(settings) as warehouse:
@@ -233,9 +240,11 @@ def test_a_store_created_before_month_partitions_is_repartitioned_once(tmp_path:
             "SELECT DISTINCT partition FROM system.parts"
             " WHERE database = 'billhouse_raw' AND table = 'events' AND active ORDER BY partition"
         )
-    assert table["partition_key"] == "toYYYYMM(timestamp)"
-    assert [p["partition"] for p in partitions] == ["202610", "202611"]
+    assert table["partition_key"].replace(" ", "") == EVENTS_PARTITION_KEY.replace(" ", "")
+    # Oct 31 (October's last day), Nov 1 (November's first), Nov 5 (between)
+    assert [p["partition"] for p in partitions] == ["(202610,2)", "(202611,0)", "(202611,1)"]
     assert [(r["transaction_id"], r["properties"]) for r in rows] == [("t1", "{}"), ("t1", "{}"), ("t2", '{"gb": 1}')]
+    assert [r["property_numbers"] for r in rows] == [{}, {}, {"gb": Decimal(1)}]
     assert rows[0]["identity_hash"] == rows[1]["identity_hash"] != rows[2]["identity_hash"]
 
     with open_warehouse(settings) as warehouse:  # once: a second open copies nothing

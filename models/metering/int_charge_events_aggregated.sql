@@ -106,7 +106,10 @@ events as (
     of every event: the events themselves are read only on the days a bound cuts and on
     the days of resent events (the totals count every copy; int_events_deduplicated
     keeps the first). Event rows read the numbers parsed at insert (macro event_number),
-    day rows their sum or maximum of the day. -#}
+    day rows their sum or maximum of the day. The days calendar billing cuts are a
+    month's first and last UTC days, each its own partition of the raw events
+    (raw_tables.EVENTS_PARTITION_KEY): their constant bounds below read those partitions
+    only. -#}
 {%- set day_totals = billhouse.reads_event_day_totals() %}
 {%- set cut_days = billhouse.days_cut_by(bucket_bounds) if day_totals else [] %}
 {%- set metrics_of = {'sum_agg': [], 'max_agg': []} %}
@@ -173,7 +176,8 @@ event_row_buckets as (
         and events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[0]) }}
         and events.event_at < {{ billhouse.instant_from_epoch_milliseconds(bucket_bounds[-1]) }}
         {%- if day_totals %}
-        -- the days the day totals do not hold
+        -- the days the day totals do not hold (constants too: a month's first and last
+        -- days are partitions of their own)
         and (
             {%- for day in cut_days %}
             (events.event_at >= {{ billhouse.instant_from_epoch_milliseconds(day) }}
