@@ -209,14 +209,14 @@ def test_a_store_created_before_the_current_partitions_is_repartitioned_once(
 ) -> None:
     """Stores created unpartitioned, or partitioned by month only (before a month's first
     and last UTC days had partitions of their own), are copied into the current layout
-    when first opened, the derived columns as stored."""
+    when first opened, with their derived columns (identity hash, property numbers)."""
     settings = Settings(data_dir=tmp_path)
     settings.chdb_path.mkdir(parents=True)
-    unpartitioned = dataclasses.replace(EVENTS, partition_by=earlier_partition_key, clickhouse_settings=())
+    earlier = dataclasses.replace(EVENTS, partition_by=earlier_partition_key, clickhouse_settings=())
     client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
     try:
         client.command("CREATE DATABASE billhouse_raw")
-        client.command(unpartitioned.clickhouse_ddl())
+        client.command(earlier.clickhouse_ddl())
         client.command(
             "INSERT INTO billhouse_raw.events (transaction_id, external_subscription_id, code, timestamp,"
             " properties, ingested_at) VALUES"
