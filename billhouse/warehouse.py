@@ -1,12 +1,14 @@
 """The embedded ClickHouse store (chDB): the raw tables and what the close reads back.
 
-chDB admits one process per data directory, so a ``Warehouse`` is opened for a short
-step and closed before dbt takes the store (billhouse/dbt_runner.py); ``open_warehouse``
-is the only way in. dbt itself reaches the same directory through the ``chdb`` adapter.
+chDB admits one process per data directory: ``open_warehouse`` is the only way in, and
+holds the store's lock while its block runs. dbt, run in the same process
+(billhouse/dbt_runner.py), reaches the same directory through the ``chdb`` adapter; a
+close keeps its ``Warehouse`` open across its dbt build (billhouse.close.build_drafts).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,6 +22,8 @@ from billhouse.events import Event
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
 from billhouse.store_lock import store_lock
+
+log = logging.getLogger(__name__)
 
 
 class Warehouse:
@@ -42,6 +46,10 @@ class Warehouse:
             for change in table.clickhouse_setting_changes(self.schema):
                 self.client.command(change)
             if table.partition_by and self._partition_key(table) != table.partition_by.replace(" ", ""):
+                log.warning(
+                    "%s.%s: copying its rows into the current partitions, once (docs/operations.md)",
+                    self.schema, table.name,
+                )
                 self._repartition(table)
         # after the events table's last change: a copy made above gets its totals rebuilt
         ensure_event_day_totals(self.client, self.schema)

@@ -205,7 +205,7 @@ def test_a_recreated_events_table_is_scanned_whole_again(indexed_store: IndexedS
 
 @pytest.mark.parametrize("earlier_partition_key", [None, "toYYYYMM(timestamp)"], ids=["unpartitioned", "by-month"])
 def test_a_store_created_before_the_current_partitions_is_repartitioned_once(
-    tmp_path: Path, earlier_partition_key: str | None
+    tmp_path: Path, earlier_partition_key: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Stores created unpartitioned, or partitioned by month only (before a month's first
     and last UTC days had partitions of their own), are copied into the current layout
@@ -231,7 +231,7 @@ def test_a_store_created_before_the_current_partitions_is_repartitioned_once(
         "SELECT transaction_id, timestamp, properties, ingested_at, identity_hash, property_numbers"
         " FROM billhouse_raw.events ORDER BY transaction_id, timestamp"
     )
-    with open_warehouse(settings) as warehouse:
+    with caplog.at_level("WARNING", logger="billhouse.warehouse"), open_warehouse(settings) as warehouse:
         [table] = warehouse.query(
             "SELECT partition_key, uuid FROM system.tables WHERE database = 'billhouse_raw' AND name = 'events'"
         )
@@ -253,6 +253,10 @@ def test_a_store_created_before_the_current_partitions_is_repartitioned_once(
         )
         assert warehouse.query(select_rows) == rows
     assert again["uuid"] == table["uuid"]
+    # the operator is told, once: a large store's copy takes a while
+    assert [r.getMessage() for r in caplog.records] == [
+        "billhouse_raw.events: copying its rows into the current partitions, once (docs/operations.md)"
+    ]
 
 
 def plan_conditions(plan: str, mentioning: str) -> list[str]:
