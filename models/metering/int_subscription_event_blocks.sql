@@ -16,7 +16,20 @@
     is empty there, and the late-event check uses ingestion times instead.
 -#}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
-{{ config(materialized=('incremental' if block_numbered else 'table')) }}
+{%- if block_numbered %}
+{#- Replacing on (table, subscription), keeping the highest block: the merges leave one row
+    per subscription, where a plain log grew by every close's subscriptions (a year of
+    daily closes over 100 000 subscriptions: 36.5 M rows, 1 s per close to read). Readers
+    still take the maximum, merged or not. -#}
+{{ config(
+    materialized='incremental',
+    engine='ReplacingMergeTree(last_block)',
+    order_by='(events_table_uuid, external_subscription_id)',
+    pre_hook="{{ billhouse.upgrade_log_engine('ReplacingMergeTree(last_block)', '(events_table_uuid, external_subscription_id)') }}",
+) }}
+{%- else %}
+{{ config(materialized='table') }}
+{%- endif %}
 {%- set scan = billhouse.event_log_scan("external_subscription_id = ''") %}
 {%- if block_numbered and execute %}
     {%- if scan['from'] is none %}
