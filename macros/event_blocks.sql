@@ -114,17 +114,19 @@
 
 {#- ClickHouse pre-hook of an incremental log model: a table the store created with
     another engine (before the log was compacted by its merges) is copied once into one
-    with `engine` and `order_by`, rows kept, so that the log appends to the new engine.
-    Nothing on a first build or when the engine is already `engine`. -#}
-{% macro upgrade_log_engine(engine, order_by) -%}
+    with the model's configured `engine` and `order_by`, rows kept, so that the log
+    appends to the new engine. Nothing on a first build or when the engine is already
+    the configured one. -#}
+{% macro upgrade_log_engine() -%}
     {%- if execute and is_incremental() -%}
+        {%- set engine = config.get('engine') -%}
         {%- set found = run_query(
             "select engine from system.tables where database = '" ~ this.schema
             ~ "' and name = '" ~ this.identifier ~ "'") -%}
         {%- if found.rows and found.columns[0].values()[0] != engine.split('(')[0] -%}
             {%- set copy = this.incorporate(path={'identifier': this.identifier ~ '__upgraded'}) -%}
             {%- do run_query("drop table if exists " ~ copy) -%}
-            {%- do run_query("create table " ~ copy ~ " engine = " ~ engine ~ " order by " ~ order_by
+            {%- do run_query("create table " ~ copy ~ " engine = " ~ engine ~ " order by " ~ config.get('order_by')
                 ~ " as select * from " ~ this) -%}
             {%- do run_query("exchange tables " ~ this ~ " and " ~ copy) -%}
             {%- do run_query("drop table " ~ copy ~ " sync") -%}

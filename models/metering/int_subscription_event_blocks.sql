@@ -25,7 +25,7 @@
     materialized='incremental',
     engine='ReplacingMergeTree(last_block)',
     order_by='(events_table_uuid, external_subscription_id)',
-    pre_hook="{{ billhouse.upgrade_log_engine('ReplacingMergeTree(last_block)', '(events_table_uuid, external_subscription_id)') }}",
+    pre_hook="{{ billhouse.upgrade_log_engine() }}",
 ) }}
 {%- else %}
 {{ config(materialized='table') }}
