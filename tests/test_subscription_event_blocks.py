@@ -19,11 +19,10 @@ import pytest
 
 from billhouse.catalog import parse_catalog
 from billhouse.close import build_drafts, close_variables, load_inputs
-from billhouse.events import load_events
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
 
-from tests.test_late_usage_reads import CATALOG, _call
+from tests.test_late_usage_reads import CATALOG, LateStore, _call
 
 LOG = "billhouse.int_subscription_event_blocks"
 MAX_PER_SUBSCRIPTION = (
@@ -39,8 +38,7 @@ def _close(settings: Settings, day: int) -> None:
 def _load(settings: Settings, day: int) -> None:
     catalog = parse_catalog(CATALOG, source="tests/test_subscription_event_blocks.py")
     events = [_call(f"{sub}-{day}", sub, f"2026-11-{day:02d}T12:00:00Z") for sub in ("sub_late", "sub_resend")]
-    with open_warehouse(settings) as warehouse:
-        load_events(warehouse, events, catalog, ingested_at=datetime(2026, 11, day, 13, tzinfo=timezone.utc))
+    LateStore(settings, catalog, {}, {}).load(events, ingested_at=f"2026-11-{day:02d}T13:00:00Z")
 
 
 def _log(settings: Settings) -> tuple[str, int, list[dict]]:
