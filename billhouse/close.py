@@ -27,17 +27,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from billhouse.catalog import Catalog
 from billhouse.commercial_terms import CommercialTerms, apply_commercial_terms
 from billhouse.dbt_runner import DbtResult, run_dbt
 from billhouse.events import load_events
+from billhouse.identity_sync import sync_identity_index
 from billhouse.ledger_connection import ledger
 from billhouse.settings import Settings
 from billhouse.raw_tables import BILLED_FEES, RAW_SCHEMA
 from billhouse.warehouse import Warehouse, open_warehouse
 from ingestion.config import landing_dir
-from ingestion.loader import load_landed_events
+from ingestion.loader import LoadReport, load_landed_events
 from invoicing.credit_notes import CreditNote
 from invoicing.drafts import EventsRead, InvoiceDraft, adjusted_fee_key, read_invoice_drafts
 from invoicing.finalize import finalize_drafts
@@ -130,9 +132,19 @@ def build_drafts(
     The store stays open while dbt runs: chDB starts its engine again on the first
     connection after the last one closed (0.2 s with the bench's store), dbt's would."""
     with open_warehouse(settings) as warehouse:
-        # issue 5: events the API accepted since the last close, loaded exactly once
-        load_landed_events(warehouse, landing_dir(settings))
+        take_in_events(warehouse, settings)
         return run_dbt(settings, list(dbt_args), variables)
+
+
+def take_in_events(warehouse: Warehouse | Any, settings: Settings) -> LoadReport:
+    """A close's first step: the events the API accepted since the last close, loaded
+    exactly once (issue 5), and, on the embedded store, the identities they duplicate
+    (the identity index, billhouse/identity_sync.py; the duplicate index's model reads
+    them instead of a pass over the store)."""
+    landed = load_landed_events(warehouse, landing_dir(settings))
+    if isinstance(warehouse, Warehouse):
+        sync_identity_index(warehouse, settings.identity_index_dir)
+    return landed
 
 
 def finish_close(

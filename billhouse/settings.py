@@ -36,6 +36,11 @@ class Settings:
         return self.data_dir / "chdb"
 
     @property
+    def identity_index_dir(self) -> Path:
+        """The embedded store's identity index (billhouse/identity_sync.py)."""
+        return self.data_dir / "identity_index"
+
+    @property
     def postgres_dir(self) -> Path:
         return self.data_dir / "postgres"
 

@@ -18,6 +18,7 @@ import clickhouse_connect
 
 from billhouse.catalog import Catalog
 from billhouse.event_day_totals import ensure_event_day_totals
+from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.events import Event
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
@@ -53,6 +54,7 @@ class Warehouse:
                 self._repartition(table)
         # after the events table's last change: a copy made above gets its totals rebuilt
         ensure_event_day_totals(self.client, self.schema)
+        self.client.command(identity_log_ddl(self.schema))
 
     def _column_names(self, table: RawTable) -> set[str]:
         rows = self.query(

@@ -64,14 +64,12 @@ from dagster import (
 )
 from dagster_dbt import DbtProject, dbt_assets
 
-from billhouse.close import close_variables, finish_close, held_summary
+from billhouse.close import close_variables, finish_close, held_summary, take_in_events
 from billhouse.errors import BillhouseError
 from billhouse.dbt_runner import run_dbt
 from billhouse.settings import PROJECT_DIR, Settings
 from billhouse.store_lock import StoreBusyError
 from billhouse.warehouse import open_warehouse
-from ingestion.config import landing_dir
-from ingestion.loader import load_landed_events
 from orchestration.dbt_build import dbt_build_events
 
 PARTITIONS_START = "2024-01-01"
@@ -246,10 +244,10 @@ def build_definitions(settings: Settings | None = None, clock: Callable[[], date
         day, tz_name = partition_of(context)
         since, as_of = checked_close_window(day, tz_name)
         with open_warehouse(settings) as warehouse:
-            # the events the API accepted since the last close, loaded exactly once (as
-            # `billhouse close` does); the store is released before dbt starts, in its
-            # own thread (orchestration/dbt_build.py)
-            landed = load_landed_events(warehouse, landing_dir(settings))
+            # the events the API accepted since the last close, loaded exactly once, and
+            # the identities they duplicate (as `billhouse close` does); the store is
+            # released before dbt starts, in its own thread (orchestration/dbt_build.py)
+            landed = take_in_events(warehouse, settings)
         context.log.info(f"landed events loaded: {landed.rows} ({landed.frames} frames)")
         for recovery in landed.recovered:  # a chunk a crashed load left pending
             context.log.warning(f"landing: {recovery}")

@@ -21,6 +21,7 @@ from billhouse.catalog import parse_catalog
 from billhouse.close import load_inputs
 from billhouse.dbt_runner import run_dbt
 from billhouse.events import load_events
+from billhouse.identity_sync import sync_identity_index
 from billhouse.raw_tables import EVENTS, EVENTS_PARTITION_KEY
 from billhouse.settings import Settings
 from billhouse.warehouse import open_warehouse
@@ -100,12 +101,22 @@ DEDUPLICATION_MODELS = ["stg_billhouse__events", "int_event_identities_duplicate
 
 
 class IndexedStore:
-    def __init__(self, settings: Settings) -> None:
+    """A store whose duplicate index dbt builds alone (``synced`` False: a ClickHouse
+    server, a build outside a close), or after the identity index's sync, as each close
+    on the embedded store runs it (billhouse/identity_sync.py)."""
+
+    def __init__(self, settings: Settings, synced: bool) -> None:
         self.settings = settings
+        self.synced = synced
         self.catalog = parse_catalog(CATALOG, source="tests/conftest.py")
 
     def build(self) -> None:
+        if self.synced:
+            with open_warehouse(self.settings) as warehouse:
+                sync_identity_index(warehouse, self.settings.identity_index_dir)
         run_dbt(self.settings, ["run", "--select", *DEDUPLICATION_MODELS])
+        compiled = next(self.settings.dbt_target_dir.rglob("int_event_identities_duplicated.sql")).read_text()
+        self.read_events_itself = "group by events.identity_hash" in compiled
 
     def load(self, events: list[dict]) -> None:
         with open_warehouse(self.settings) as warehouse:
@@ -135,9 +146,9 @@ class IndexedStore:
         return [(row["s"], row["t"], row["p"]) for row in rows]
 
 
-@pytest.fixture(scope="module")
-def indexed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IndexedStore]:
-    store = IndexedStore(Settings(data_dir=Path(tmp_path_factory.mktemp("indexed"))))
+@pytest.fixture(scope="module", params=[False, True], ids=["dbt-alone", "identity-index"])
+def indexed_store(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[IndexedStore]:
+    store = IndexedStore(Settings(data_dir=Path(tmp_path_factory.mktemp("indexed"))), synced=request.param)
     load_inputs(store.settings, store.catalog, FIRST_BATCH)
     store.build()
     yield store
@@ -149,6 +160,8 @@ def test_the_duplicate_index_appends_only_what_new_events_duplicate(indexed_stor
     markers = [row for row in first if row["copies"] == 0]
     assert len(markers) == 1 and markers[0]["events_table_uuid"]
     assert {row["identity_hash"] for row in first if row["copies"] > 1} == store.duplicated_in_store()
+    # after a sync the model copies the index's findings and reads no event itself
+    assert store.read_events_itself is not store.synced
 
     store.build()  # nothing loaded since: no identity appended, one more marker
     again = store.index()
@@ -174,6 +187,7 @@ def test_the_duplicate_index_appends_only_what_new_events_duplicate(indexed_stor
     assert {row["identity_hash"] for row in appended} == new_hashes and len(appended) == 2
     assert {row["identity_hash"] for row in after if row["copies"] > 1} == store.duplicated_in_store()
     assert max(row["scanned_through_block"] for row in after) > max(row["scanned_through_block"] for row in first)
+    assert store.read_events_itself is not store.synced
 
     deduplicated = store.deduplicated()
     assert len(deduplicated) == len({(s, t) for s, t, _ in deduplicated})

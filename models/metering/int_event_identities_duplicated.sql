@@ -4,23 +4,42 @@
     copies of these identities only.
 
     On ClickHouse the list grows with the store instead of being recomputed: each close
-    appends the identities that the events loaded since the previous close made
-    duplicated (a copy of a new event may be old, so the new events' identities are
-    counted over the whole store, a semi-join on one column instead of a GROUP BY of every
-    event), and a marker row (copies = 0) recording how far the store was scanned: the
+    appends the identities that the events stored since the previous close made
+    duplicated, and a marker row (copies = 0) recording how far the store was read: the
     insert block number (`_block_number`, raw_tables.EVENTS) and the events table's UUID.
-    A store whose events table was re-created (another UUID) is scanned whole again.
+    A store whose events table was re-created (another UUID) is read whole again.
+    The embedded store's closes find those identities with the identity index before dbt
+    runs (billhouse/identity_sync.py) and log them in identity_index_log, which covers the
+    table from its first block: this model copies the log's rows past its own marker and
+    reads by itself only the events stored after the log's marker (none, after a sync).
+    Otherwise (a ClickHouse server, a build without a close) the new events' identities
+    are counted over the whole store: a semi-join on one column instead of a GROUP BY of
+    every event, since a copy of a new event may be old.
     An identity may be listed more than once (a third copy appends it again); readers
     take the rows with copies > 1 as a set. PostgreSQL rebuilds the list each time.
 -#}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
+-- depends_on: {{ source('billhouse', 'identity_index_log') }}
 {{ config(materialized=('incremental' if block_numbered else 'table')) }}
 {%- set scan = billhouse.event_log_scan('copies = 0') %}
+{%- set copied_after = scan['from'] %}
+{%- set indexed_through = none %}
+{%- if block_numbered and execute %}
+    {%- set logged = run_query(
+        "select max(scanned_through_block) from " ~ source('billhouse', 'identity_index_log')
+        ~ " where copies = 0 and events_table_uuid = '" ~ scan.uuid ~ "'") %}
+    {%- set logged_through = logged.columns[0].values()[0] | int %}
+    {%- if logged_through > 0 and (scan['from'] is none or logged_through > scan['from']) %}
+        {%- set indexed_through = logged_through %}
+        {%- do scan.update({'from': logged_through}) %}
+    {%- endif %}
+{%- endif %}
+{%- set reads_events = scan['from'] is none or scan['from'] < scan['through'] %}
 
 with events as (
     select * from {{ ref('stg_billhouse__events') }}
 ),
-{%- if scan['from'] is not none %}
+{%- if scan['from'] is not none and reads_events %}
 
 new_events as (
     select identity_hash, external_subscription_id
@@ -30,6 +49,7 @@ new_events as (
 {%- endif %}
 
 duplicated as (
+    {%- if reads_events %}
     select
         events.identity_hash as identity_hash,
         count(*) as copies
@@ -42,6 +62,21 @@ duplicated as (
     {%- endif %}
     group by events.identity_hash
     having count(*) > 1
+    {%- else %}
+    -- nothing stored since the last read
+    select cast(0 as UInt64) as identity_hash, cast(0 as UInt64) as copies where false
+    {%- endif %}
+    {%- if indexed_through is not none %}
+    union all
+    -- what the identity index found, past this model's own marker
+    select identity_hash, copies
+    from {{ source('billhouse', 'identity_index_log') }}
+    where copies > 1
+        and events_table_uuid = '{{ scan.uuid }}'
+        {%- if copied_after is not none %}
+        and scanned_through_block > {{ copied_after }}
+        {%- endif %}
+    {%- endif %}
 ),
 
 final as (
@@ -53,7 +88,7 @@ final as (
     from duplicated
     {%- if block_numbered %}
     union all
-    -- the marker: how far this build scanned the store
+    -- the marker: how far this build read the store
     select
         cast(0 as UInt64) as identity_hash,
         cast(0 as UInt64) as copies,
