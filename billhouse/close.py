@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -226,16 +226,11 @@ def mirror_billed_fees(
     """Copy the fees of finalized invoices into billed_fees, each fee once (by fee_key),
     with the events each invoice was built from when known (``events_read``)."""
     events_read = events_read or {}
-    keys = sorted({invoice.invoice_key for invoice in invoices})
-    present: set[str] = set()
-    for start in range(0, len(keys), 1000):
-        chunk = ", ".join("'" + key.replace("'", "''") + "'" for key in keys[start:start + 1000])
-        present |= {
-            row["fee_key"]
-            for row in warehouse.query(
-                f"select fee_key from {BILLED_FEES_TABLE} where invoice_key in ({chunk})"
-            )
-        }
+    keys = {invoice.invoice_key for invoice in invoices}
+    present = {
+        row["fee_key"] for row in _fees_issued_on(warehouse, {invoice.issuing_date for invoice in invoices})
+        if row["invoice_key"] in keys
+    }
     rows = []
     for invoice in invoices:
         read = events_read.get(invoice.invoice_key)
@@ -260,6 +255,19 @@ def mirror_billed_fees(
         ]
     warehouse.insert_rows(BILLED_FEES, rows)
     return len(rows)
+
+
+def _fees_issued_on(warehouse: Warehouse | Any, dates: set[date]) -> list[dict[str, Any]]:
+    """The mirrored fees of invoices issued on these dates (a fee's invoice fixes its
+    issuing date): on ClickHouse the dates are a PREWHERE, so the fees of other days,
+    which grow by every close, are not read beyond that column."""
+    if not dates:
+        return []
+    listed = ", ".join(f"'{day.isoformat()}'" for day in sorted(dates))
+    where = "prewhere" if isinstance(warehouse, Warehouse) else "where"
+    return warehouse.query(
+        f"select invoice_key, fee_key from {BILLED_FEES_TABLE} {where} issuing_date in ({listed})"
+    )
 
 
 def _iso(moment: datetime) -> str:

@@ -48,11 +48,6 @@ currencies as (
     select * from {{ ref('currencies') }}
 ),
 
--- the fees of finalized invoices (mirrored from the ledger after each close)
-billed_fees as (
-    select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
-),
-
 unioned as (
     select
         subscription_fees.fee_key as fee_key,
@@ -181,6 +176,18 @@ keyed as (
     was invoiced stands; the unused subscription days are credited (termination credit
     notes, docs/billing-clock.md). A re-run drafts the same invoice again (same key),
     which the ledger returns unchanged. -#}
+-- the fees of finalized invoices (mirrored from the ledger after each close) that can
+-- share a key with this close's: a fee key names its subscription's period (by local
+-- start date), and an invoice bills a period on or after the period's first local day,
+-- which is never before the UTC date of its start. The billed fees of earlier
+-- months, which grow by every close, are skipped (a day of margin).
+billed_fees as (
+    select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
+    {{ billhouse.before_latest_versions_filter() }} issuing_date >= (
+        select {{ billhouse.utc_date(dbt.dateadd('day', -1, 'min(period_start)')) }} from keyed
+    )
+),
+
 final as (
     select keyed.*
     from keyed
