@@ -90,13 +90,30 @@ def sync_identity_index(warehouse: Any, directory: Path) -> IndexSync:
     known = index.contains(distinct)
     repeated = hashes[1:][hashes[1:] == hashes[:-1]]
     duplicated = np.unique(np.concatenate((repeated, distinct[known])))
-    rows = [[int(h), 2, last_block, table_uuid] for h in duplicated] + [[0, 0, last_block, table_uuid]]
-    client.insert(
-        f"{schema}.{LOG_TABLE}", rows,
-        column_names=["identity_hash", "copies", "scanned_through_block", "events_table_uuid"],
+    client.raw_insert(
+        f"{schema}.{LOG_TABLE}", ["identity_hash", "copies", "scanned_through_block", "events_table_uuid"],
+        _log_rows(duplicated, last_block, table_uuid), fmt="RowBinary",
     )
     index.save(distinct[~known], {"events_table_uuid": table_uuid, "through_block": last_block})
     return IndexSync(len(hashes), len(duplicated), last_block, rebuilt=from_block is None)
+
+
+def _log_rows(duplicated: HashArray, through_block: int, table_uuid: str) -> bytes:
+    """The log's rows in RowBinary, built by numpy (a resent day of events logs millions
+    of hashes): each duplicated hash with copies = 2, then the marker (hash 0, copies 0)."""
+    uuid = table_uuid.encode()
+    if not 0 < len(uuid) < 128:  # one byte of length prefix
+        raise ValueError(f"events_table_uuid: unexpected length {len(uuid)}: {table_uuid!r}")
+    rows = np.zeros(len(duplicated) + 1, dtype=[
+        ("identity_hash", "<u8"), ("copies", "<u8"), ("scanned_through_block", "<u8"),
+        ("uuid_length", "u1"), ("events_table_uuid", f"S{len(uuid)}"),
+    ])
+    rows["identity_hash"][:-1] = duplicated
+    rows["copies"][:-1] = 2
+    rows["scanned_through_block"] = through_block
+    rows["uuid_length"] = len(uuid)
+    rows["events_table_uuid"] = uuid
+    return rows.tobytes()
 
 
 def _stored_hashes(client: Any, schema: str, after_block: int, through_block: int) -> HashArray:
