@@ -170,17 +170,11 @@ keyed as (
     from unioned
 ),
 
-{#- A fee already on a finalized invoice is never drafted onto another one. It happens
-    when a termination is recorded after its period was invoiced: the period is cut,
-    closes earlier, and would land on a new invoice date with the same fee keys. What
-    was invoiced stands; the unused subscription days are credited (termination credit
-    notes, docs/billing-clock.md). A re-run drafts the same invoice again (same key),
-    which the ledger returns unchanged. -#}
 -- the fees of finalized invoices (mirrored from the ledger after each close) that can
 -- share a key with this close's: a fee key names its subscription's period (by local
 -- start date), and an invoice bills a period on or after the period's first local day,
--- which is never before the UTC date of its start. The billed fees of earlier
--- months, which grow by every close, are skipped (a day of margin).
+-- which is never before the UTC date of its start. Fees issued earlier, which grow by
+-- every close, are skipped (with a day of margin).
 billed_fees as (
     select * from {{ source('billhouse', 'billed_fees') }} {{ billhouse.latest_versions_modifier() }}
     {{ billhouse.before_latest_versions_filter() }} issuing_date >= (
@@ -188,6 +182,12 @@ billed_fees as (
     )
 ),
 
+{#- A fee already on a finalized invoice is never drafted onto another one. It happens
+    when a termination is recorded after its period was invoiced: the period is cut,
+    closes earlier, and would land on a new invoice date with the same fee keys. What
+    was invoiced stands; the unused subscription days are credited (termination credit
+    notes, docs/billing-clock.md). A re-run drafts the same invoice again (same key),
+    which the ledger returns unchanged. -#}
 final as (
     select keyed.*
     from keyed
