@@ -17,6 +17,7 @@ from typing import Any
 import clickhouse_connect
 
 from billhouse.catalog import Catalog
+from billhouse.billed_fee_periods import ensure_billed_fee_periods
 from billhouse.event_day_totals import ensure_event_day_totals
 from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.events import Event
@@ -54,6 +55,7 @@ class Warehouse:
                 self._repartition(table)
         # after the events table's last change: a copy made above gets its totals rebuilt
         ensure_event_day_totals(self.client, self.schema)
+        ensure_billed_fee_periods(self.client, self.schema)
         self.client.command(identity_log_ddl(self.schema))
 
     def _column_names(self, table: RawTable) -> set[str]:

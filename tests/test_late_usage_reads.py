@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
 
+from billhouse.billed_fee_periods import periods_select
 from billhouse.catalog import Catalog, parse_catalog
 from billhouse.close import CloseReport, close, load_inputs
 from billhouse.events import load_events
@@ -147,6 +148,25 @@ def test_the_billed_fees_record_the_block_their_invoice_read_up_to(store: LateSt
     assert min(r["events_through_block"] for r in december) > max(r["events_through_block"] for r in october)
 
 
+def test_the_billed_periods_kept_at_insert_agree_with_the_billed_fees(store: LateStore) -> None:
+    """billhouse_raw.billed_fee_periods, added to by a view at each mirror of fees, holds
+    what grouping every billed fee gives (each close's late check reads it instead)."""
+    with open_warehouse(store.settings) as warehouse:
+        kept = warehouse.query(
+            "select external_subscription_id as s, period_start as p, period_end as e, events_table_uuid as u,"
+            " min(first_charge_issuing_date) as d, max(events_through_block) as b, max(latest_read) as r"
+            " from billhouse_raw.billed_fee_periods group by s, p, e, u order by s, p, e, u"
+        )
+        grouped = warehouse.query(
+            f"select external_subscription_id as s, period_start as p, period_end as e, events_table_uuid as u,"
+            f" first_charge_issuing_date as d, events_through_block as b, latest_read as r"
+            f" from ({periods_select('billhouse_raw')}) order by s, p, e, u"
+        )
+    assert kept == grouped
+    assert len({row["u"] for row in kept}) == 1, "one events table's blocks (the re-created one has no fee yet)"
+    assert any(row["r"][1] >= 0 for row in kept), "fees with a known block"
+
+
 def test_a_late_event_or_a_resent_copy_makes_the_period_late_until_the_customers_next_invoice(
     store: LateStore,
 ) -> None:
@@ -185,6 +205,9 @@ def test_a_store_made_before_gets_the_new_billed_fee_columns(tmp_path: Path, tar
     settings = Settings(data_dir=tmp_path, warehouse_target=target)
     try:
         with open_warehouse(settings) as warehouse:
+            if target == "chdb":  # nor the billed periods kept at insert (billhouse/billed_fee_periods.py)
+                _command(warehouse, "DROP VIEW billhouse_raw.billed_fee_periods_at_insert")
+                _command(warehouse, "DROP TABLE billhouse_raw.billed_fee_periods")
             for column in ("events_through_block", "events_table_uuid"):
                 _command(warehouse, f"ALTER TABLE billhouse_raw.billed_fees DROP COLUMN {column}")
             _command(
@@ -196,6 +219,14 @@ def test_a_store_made_before_gets_the_new_billed_fee_columns(tmp_path: Path, tar
         with open_warehouse(settings) as warehouse:
             rows = warehouse.query("SELECT fee_key, events_through_block, events_table_uuid FROM billhouse_raw.billed_fees")
         assert rows == [{"fee_key": "f", "events_through_block": None, "events_table_uuid": None}]
+        if target == "chdb":  # filled from the fees when first opened
+            with open_warehouse(settings) as warehouse:
+                periods = warehouse.query(
+                    "SELECT external_subscription_id, first_charge_issuing_date, events_through_block, latest_read.2 AS read"
+                    " FROM billhouse_raw.billed_fee_periods"
+                )
+            assert periods == [{"external_subscription_id": "s", "first_charge_issuing_date": date(2026, 11, 1),
+                                "events_through_block": None, "read": -1}]
     finally:
         stop_ledger(settings)
 

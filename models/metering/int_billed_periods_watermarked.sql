@@ -17,15 +17,15 @@
     last_event_block (ClickHouse): the latest insert block holding an event of the
     period's subscription (int_subscription_event_blocks); a period whose
     read_through_block is at or past it cannot be late. last_billed_period_end: the end
-    of the subscription's latest invoiced period (how recently it was billed). -#}
+    of the subscription's latest invoiced period (how recently it was billed).
+
+    On ClickHouse the fees are read grouped by period as they were inserted
+    (billed_fee_periods, billhouse/billed_fee_periods.py), not fee by fee: with a year
+    of fees (3.6 M) this model took 1.47 s of the month-end close against 1.85 s. -#}
 {%- set block_numbered = billhouse.events_have_block_numbers() %}
 -- depends_on: {{ ref('int_subscription_event_blocks') }}
--- without FINAL: a fee mirrored twice is the same row, and only min / max read it here
-with billed_fees as (
-    select * from {{ source('billhouse', 'billed_fees') }}
-),
-
-subscriptions as (
+-- depends_on: {{ source('billhouse', 'billed_fee_periods') }}
+with subscriptions as (
     select * from {{ ref('stg_billhouse__subscriptions') }}
 ),
 
@@ -33,39 +33,10 @@ customers as (
     select * from {{ ref('stg_billhouse__customers') }}
 ),
 
--- each fee with the block its invoice read up to, where that counts: this events
--- table's (a re-created table numbers its blocks anew)
-fees as (
-    select
-        billed_fees.external_subscription_id as external_subscription_id,
-        billed_fees.period_start as period_start,
-        billed_fees.period_end as period_end,
-        billed_fees.kind as kind,
-        billed_fees.issuing_date as issuing_date,
-        {%- if block_numbered %}
-        case
-            when billed_fees.events_table_uuid = {{ billhouse.events_table_uuid() }}
-                then billed_fees.events_through_block
-        end as events_through_block
-        {%- else %}
-        cast(null as {{ dbt.type_bigint() }}) as events_through_block
-        {%- endif %}
-    from billed_fees
-),
-
--- the periods with charges, each with the first invoice that billed them and the
--- furthest block any of their invoices (adjustments included) read
-billed_periods as (
-    select
-        fees.external_subscription_id as external_subscription_id,
-        fees.period_start as period_start,
-        fees.period_end as period_end,
-        min(case when fees.kind = 'charge' then fees.issuing_date end) as billed_issuing_date,
-        max(fees.events_through_block) as events_through_block
-    from fees
-    where fees.period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
+{%- set closed_periods_condition %}
+    period_end <= {{ billhouse.utc_instant(billhouse.close_setting('as_of')) }}
     {%- if billhouse.close_setting('close_timezone') %}
-        and fees.external_subscription_id in (
+        and external_subscription_id in (
             select subscriptions.external_subscription_id
             from subscriptions
             inner join customers
@@ -73,9 +44,54 @@ billed_periods as (
             where customers.timezone = '{{ billhouse.close_setting('close_timezone') }}'
         )
     {%- endif %}
-    group by fees.external_subscription_id, fees.period_start, fees.period_end
-    having min(case when fees.kind = 'charge' then fees.issuing_date end) is not null
+{%- endset %}
+{%- if block_numbered %}
+
+-- ClickHouse: the fees' facts per period and events table, kept at insert
+-- (billhouse/billed_fee_periods.py) instead of grouping every fee ever billed
+fee_periods as (
+    select * from {{ source('billhouse', 'billed_fee_periods') }}
 ),
+
+-- the periods with charges, each with the first invoice that billed them and the
+-- furthest block any of their invoices (adjustments included) read, in this events
+-- table (a re-created table numbers its blocks anew)
+billed_periods as (
+    select
+        external_subscription_id,
+        period_start,
+        period_end,
+        min(first_charge_issuing_date) as billed_issuing_date,
+        max(case
+            when events_table_uuid = {{ billhouse.events_table_uuid() }} then events_through_block
+        end) as events_through_block
+    from fee_periods
+    where {{ closed_periods_condition }}
+    group by external_subscription_id, period_start, period_end
+    having min(first_charge_issuing_date) is not null
+),
+{%- else %}
+
+-- without FINAL: a fee mirrored twice is the same row, and only min / max read it here
+billed_fees as (
+    select * from {{ source('billhouse', 'billed_fees') }}
+),
+
+-- the periods with charges, each with the first invoice that billed them (no insert
+-- blocks here: the late check uses ingestion times)
+billed_periods as (
+    select
+        external_subscription_id,
+        period_start,
+        period_end,
+        min(case when kind = 'charge' then issuing_date end) as billed_issuing_date,
+        cast(null as {{ dbt.type_bigint() }}) as events_through_block
+    from billed_fees
+    where {{ closed_periods_condition }}
+    group by external_subscription_id, period_start, period_end
+    having min(case when kind = 'charge' then issuing_date end) is not null
+),
+{%- endif %}
 
 {%- if block_numbered %}
 
@@ -85,12 +101,13 @@ billed_periods as (
 -- then back on each subscription, so the periods join one row each.
 subscription_reads as (
     select
-        fees.external_subscription_id as external_subscription_id,
-        max(fees.issuing_date) as latest_issuing_date,
-        argMax(fees.events_through_block, tuple(fees.issuing_date, fees.events_through_block)) as events_through_block
-    from fees
-    where fees.events_through_block is not null
-    group by fees.external_subscription_id
+        external_subscription_id,
+        max(latest_read).1 as latest_issuing_date,
+        max(latest_read).2 as events_through_block
+    from fee_periods
+    where events_table_uuid = {{ billhouse.events_table_uuid() }}
+        and latest_read.2 >= 0
+    group by external_subscription_id
 ),
 
 customer_reads as (
