@@ -70,8 +70,9 @@ class IdentityIndex:
             found |= run[positions] == hashes
         return found
 
-    def save(self, added: HashArray, covers: dict[str, Any]) -> None:
-        """Add a sorted batch of hashes and record what the index now covers, durably."""
+    def save(self, added: HashArray, covers: dict[str, Any] | None) -> None:
+        """Add a sorted batch of hashes and record what the index now covers, durably
+        (None: nothing yet, as while a caller adds batches that belong together)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         runs = [*self._runs]
         arrays: dict[str, HashArray] = {}

@@ -19,8 +19,8 @@ log's marker: none, after a sync. A hash shared by two identities is harmless: t
 models rank the copies of a duplicated hash by the full identity.
 
 The first sync of a store, or of a re-created events table (blocks are numbered per
-table, so the index records its UUID), indexes every stored event the same way, in one
-batch (16 bytes of memory per stored event while it runs).
+table, so the index records its UUID), indexes every stored event the same way, one
+partition at a time (16 bytes of memory per event of the largest partition while it runs).
 
 The log covers the events table from its first block without a gap: a sync appends from
 the block the index covers, and the log is written before the index, so a crash in
@@ -83,19 +83,46 @@ def sync_identity_index(warehouse: Any, directory: Path) -> IndexSync:
     from_block = covers["through_block"] if resumable else None
     if from_block is not None and last_block <= from_block:
         return IndexSync(0, 0, from_block, rebuilt=False)
+    covers_now = {"events_table_uuid": table_uuid, "through_block": last_block}
     if from_block is None:
+        # every stored event, a partition at a time (memory: 16 bytes per event of the
+        # largest partition); the runs are saved covering nothing until the log is written
         index.clear()
-    hashes = _stored_hashes(client, schema, from_block or 0, last_block)
-    distinct = hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))] if len(hashes) else hashes
+        duplicated, events = [], 0
+        for partition_id in _partitions(client, schema):
+            hashes = _stored_hashes(client, schema, f"_partition_id = '{partition_id}'", last_block)
+            new, found = _new_and_duplicated(hashes, index)
+            index.save(new, covers=None)
+            duplicated.append(found)
+            events += len(hashes)
+        logged = np.unique(np.concatenate(duplicated)) if duplicated else np.array([], dtype=np.uint64)
+        _append_log(client, schema, logged, last_block, table_uuid)
+        index.save(np.array([], dtype=np.uint64), covers_now)
+        return IndexSync(events, len(logged), last_block, rebuilt=True)
+    newer = f"toUInt64(splitByChar('_', _part)[3]) > {from_block} AND _block_number > {from_block}"
+    hashes = _stored_hashes(client, schema, newer, last_block)
+    new, logged = _new_and_duplicated(hashes, index)
+    _append_log(client, schema, logged, last_block, table_uuid)
+    index.save(new, covers_now)
+    return IndexSync(len(hashes), len(logged), last_block, rebuilt=False)
+
+
+def _new_and_duplicated(hashes: HashArray, index: IdentityIndex) -> tuple[HashArray, HashArray]:
+    """Of sorted hashes: those the index lacks (once each), and those stored more than
+    once (held by the index, or twice among them)."""
+    if not len(hashes):
+        return hashes, hashes
+    distinct = hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))]
     known = index.contains(distinct)
     repeated = hashes[1:][hashes[1:] == hashes[:-1]]
-    duplicated = np.unique(np.concatenate((repeated, distinct[known])))
+    return distinct[~known], np.unique(np.concatenate((repeated, distinct[known])))
+
+
+def _append_log(client: Any, schema: str, duplicated: HashArray, through_block: int, table_uuid: str) -> None:
     client.raw_insert(
         f"{schema}.{LOG_TABLE}", ["identity_hash", "copies", "scanned_through_block", "events_table_uuid"],
-        _log_rows(duplicated, last_block, table_uuid), fmt="RowBinary",
+        _log_rows(duplicated, through_block, table_uuid), fmt="RowBinary",
     )
-    index.save(distinct[~known], {"events_table_uuid": table_uuid, "through_block": last_block})
-    return IndexSync(len(hashes), len(duplicated), last_block, rebuilt=from_block is None)
 
 
 def _log_rows(duplicated: HashArray, through_block: int, table_uuid: str) -> bytes:
@@ -116,16 +143,20 @@ def _log_rows(duplicated: HashArray, through_block: int, table_uuid: str) -> byt
     return rows.tobytes()
 
 
-def _stored_hashes(client: Any, schema: str, after_block: int, through_block: int) -> HashArray:
-    """The identity hashes of the events stored in blocks (after_block, through_block],
-    sorted; the parts stored at or before after_block are skipped unread. From block 0:
-    every event (rows stored before the table numbered its blocks have block 0)."""
-    newer = (
-        f"toUInt64(splitByChar('_', _part)[3]) > {after_block} AND _block_number > {after_block} AND "
-        if after_block else ""
-    )
+def _stored_hashes(client: Any, schema: str, condition: str, through_block: int) -> HashArray:
+    """The identity hashes of the stored events that match ``condition``, up to
+    ``through_block``, sorted."""
     raw = client.raw_query(
-        f"SELECT identity_hash FROM {schema}.events WHERE {newer}_block_number <= {through_block}",
+        f"SELECT identity_hash FROM {schema}.events WHERE {condition} AND _block_number <= {through_block}",
         fmt="RowBinary",
     )
     return np.sort(np.frombuffer(raw, dtype="<u8"))
+
+
+def _partitions(client: Any, schema: str) -> list[str]:
+    result = client.query(
+        "SELECT DISTINCT partition_id FROM system.parts"
+        " WHERE database = {schema:String} AND table = 'events' AND active ORDER BY partition_id",
+        parameters={"schema": schema},
+    )
+    return [row[0] for row in result.result_rows]

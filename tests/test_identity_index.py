@@ -146,3 +146,30 @@ def test_an_index_ahead_of_its_log_is_rebuilt(store: Settings) -> None:
     again = _sync(store)
     assert again.rebuilt, "the log lost what the index covers: the index starts over"
     assert {row["identity_hash"] for row in _log(store) if row["copies"] > 1} == _duplicated_in_store(store)
+
+
+def test_a_rebuild_reads_a_partition_at_a_time_and_finds_copies_across_them(store: Settings) -> None:
+    _load(store, [
+        _event("x-1", "sub_a", "api_calls", "2026-10-15T00:00:00Z"),
+        _event("x-1", "sub_a", "api_calls", "2026-11-15T00:00:00Z"),  # the copy, a month later
+        _event("x-1", "sub_a", "api_calls", "2026-11-01T00:00:00Z"),  # and on a month's first day
+    ])
+    with open_warehouse(store) as warehouse:
+        partitions = {row["p"] for row in warehouse.query(
+            "select distinct _partition_id as p from billhouse_raw.events"
+            " where transaction_id = 'x-1'"
+        )}
+    assert len(partitions) == 3
+    rebuilt = _sync(store)
+    assert rebuilt.rebuilt
+    assert {row["identity_hash"] for row in _log(store) if row["copies"] > 1} == _duplicated_in_store(store)
+    index = IdentityIndex.open(store.identity_index_dir)
+    assert index.covers == {"events_table_uuid": _events_uuid(store), "through_block": rebuilt.through_block}
+
+
+def _events_uuid(settings: Settings) -> str:
+    with open_warehouse(settings) as warehouse:
+        [row] = warehouse.query(
+            "select toString(uuid) as u from system.tables where database = 'billhouse_raw' and name = 'events'"
+        )
+    return row["u"]
