@@ -68,7 +68,7 @@ def ensure_event_day_totals(client: Any, schema: str) -> bool:
     if covered:
         return False
     client.command(f"TRUNCATE TABLE {schema}.{TABLE}")
-    for partition_id in _event_partitions(client, schema):
+    for partition_id in event_partitions(client, schema):
         client.command(f"INSERT INTO {schema}.{TABLE} {totals_select(schema, f'_partition_id = {partition_id!r}')}")
     client.command(f"ALTER TABLE {schema}.{TABLE} MODIFY COMMENT {events_uuid!r}")
     return True
@@ -87,7 +87,8 @@ def _counts_agree(client: Any, schema: str) -> bool:
     return events == totals
 
 
-def _event_partitions(client: Any, schema: str) -> list[str]:
+def event_partitions(client: Any, schema: str) -> list[str]:
+    """The ids of the events table's partitions that hold rows, sorted."""
     result = client.query(
         "SELECT DISTINCT partition_id FROM system.parts"
         " WHERE database = {schema:String} AND table = 'events' AND active ORDER BY partition_id",

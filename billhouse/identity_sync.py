@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from billhouse.event_day_totals import event_partitions
 from billhouse.identity_index import HashArray, IdentityIndex
 
 LOG_TABLE = "identity_index_log"
@@ -89,7 +90,7 @@ def sync_identity_index(warehouse: Any, directory: Path) -> IndexSync:
         # largest partition); the runs are saved covering nothing until the log is written
         index.clear()
         duplicated, events = [], 0
-        for partition_id in _partitions(client, schema):
+        for partition_id in event_partitions(client, schema):
             hashes = _stored_hashes(client, schema, f"_partition_id = '{partition_id}'", last_block)
             new, found = _new_and_duplicated(hashes, index)
             index.save(new, covers=None)
@@ -152,11 +153,3 @@ def _stored_hashes(client: Any, schema: str, condition: str, through_block: int)
     )
     return np.sort(np.frombuffer(raw, dtype="<u8"))
 
-
-def _partitions(client: Any, schema: str) -> list[str]:
-    result = client.query(
-        "SELECT DISTINCT partition_id FROM system.parts"
-        " WHERE database = {schema:String} AND table = 'events' AND active ORDER BY partition_id",
-        parameters={"schema": schema},
-    )
-    return [row[0] for row in result.result_rows]
