@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from billhouse.system_tables import table_field
+
 TABLE = "billed_fee_periods"
 VIEW = "billed_fee_periods_at_insert"
 FILLED = "holds every billed fee"
@@ -69,11 +71,7 @@ def ensure_billed_fee_periods(client: Any, schema: str) -> bool:
     the billed fees yet. Returns whether it was filled."""
     client.command(table_ddl(schema))
     client.command(view_ddl(schema))
-    comment = str(client.command(
-        "SELECT comment FROM system.tables WHERE database = {schema:String} AND name = {table:String}",
-        parameters={"schema": schema, "table": TABLE},
-    ))
-    if comment == FILLED:
+    if table_field(client, schema, TABLE, "comment") == FILLED:
         return False
     client.command(f"TRUNCATE TABLE {schema}.{TABLE}")
     client.command(f"INSERT INTO {schema}.{TABLE} {periods_select(schema)}")

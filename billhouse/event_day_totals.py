@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from billhouse.system_tables import event_partitions, table_field
+
 TABLE = "event_day_totals"
 VIEW = "event_day_totals_at_insert"
 
@@ -63,8 +65,8 @@ def ensure_event_day_totals(client: Any, schema: str) -> bool:
     cover the events table's rows. Returns whether they were rebuilt."""
     client.command(table_ddl(schema))
     client.command(view_ddl(schema))
-    events_uuid = _table_field(client, schema, "events", "uuid")
-    covered = _table_field(client, schema, TABLE, "comment") == events_uuid and _counts_agree(client, schema)
+    events_uuid = table_field(client, schema, "events", "uuid")
+    covered = table_field(client, schema, TABLE, "comment") == events_uuid and _counts_agree(client, schema)
     if covered:
         return False
     client.command(f"TRUNCATE TABLE {schema}.{TABLE}")
@@ -74,24 +76,8 @@ def ensure_event_day_totals(client: Any, schema: str) -> bool:
     return True
 
 
-def _table_field(client: Any, schema: str, table: str, field: str) -> str:
-    return str(client.command(
-        f"SELECT toString({field}) FROM system.tables WHERE database = {{schema:String}} AND name = {{table:String}}",
-        parameters={"schema": schema, "table": table},
-    ))
-
-
 def _counts_agree(client: Any, schema: str) -> bool:
     events = int(client.command(f"SELECT count() FROM {schema}.events"))
     totals = int(client.command(f"SELECT sum(event_count) FROM {schema}.{TABLE}"))
     return events == totals
 
-
-def event_partitions(client: Any, schema: str) -> list[str]:
-    """The ids of the events table's partitions that hold rows, sorted."""
-    result = client.query(
-        "SELECT DISTINCT partition_id FROM system.parts"
-        " WHERE database = {schema:String} AND table = 'events' AND active ORDER BY partition_id",
-        parameters={"schema": schema},
-    )
-    return [row[0] for row in result.result_rows]

@@ -51,9 +51,6 @@ class IdentityIndex:
         state = json.loads(state_path.read_text())
         return cls(directory, state["covers"], list(state["runs"]), int(state["next_run"]))
 
-    def __len__(self) -> int:
-        return sum(len(self._run(name)) for name in self._runs)
-
     @property
     def run_count(self) -> int:
         return len(self._runs)
@@ -91,10 +88,10 @@ class IdentityIndex:
             if path.name not in runs:
                 path.unlink()
 
-    def clear(self, covers: dict[str, Any] | None = None) -> None:
-        """Forget every hash (the caller then adds the store's anew)."""
+    def clear(self) -> None:
+        """Forget every hash and what they covered (the caller then adds the store's anew)."""
         self._runs = []
-        self.covers = covers
+        self.covers = None
 
     def _run(self, name: str) -> HashArray:
         return np.load(self.directory / name, mmap_mode="r")

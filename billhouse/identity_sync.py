@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from billhouse.event_day_totals import event_partitions
 from billhouse.identity_index import HashArray, IdentityIndex
+from billhouse.system_tables import event_partitions, events_last_block, table_field
 
 LOG_TABLE = "identity_index_log"
 
@@ -64,15 +64,8 @@ def log_table_ddl(schema: str) -> str:
 
 def sync_identity_index(warehouse: Any, directory: Path) -> IndexSync:
     client, schema = warehouse.client, warehouse.schema
-    table_uuid = str(client.command(
-        "SELECT toString(uuid) FROM system.tables WHERE database = {schema:String} AND name = 'events'",
-        parameters={"schema": schema},
-    ))
-    last_block = int(client.command(
-        "SELECT max(max_block_number) FROM system.parts"
-        " WHERE database = {schema:String} AND table = 'events' AND active",
-        parameters={"schema": schema},
-    ) or 0)
+    table_uuid = table_field(client, schema, "events", "uuid")
+    last_block = events_last_block(client, schema)
     logged_through = int(client.command(
         f"SELECT max(scanned_through_block) FROM {schema}.{LOG_TABLE}"
         " WHERE copies = 0 AND events_table_uuid = {uuid:String}",
@@ -152,4 +145,3 @@ def _stored_hashes(client: Any, schema: str, condition: str, through_block: int)
         fmt="RowBinary",
     )
     return np.sort(np.frombuffer(raw, dtype="<u8"))
-

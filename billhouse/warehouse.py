@@ -16,11 +16,11 @@ from typing import Any
 
 import clickhouse_connect
 
-from billhouse.catalog import Catalog
 from billhouse.billed_fee_periods import ensure_billed_fee_periods
+from billhouse.catalog import Catalog
 from billhouse.event_day_totals import ensure_event_day_totals
-from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.events import Event
+from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
 from billhouse.store_lock import store_lock
