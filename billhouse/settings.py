@@ -55,3 +55,8 @@ class Settings:
     @property
     def dbt_log_dir(self) -> Path:
         return self.data_dir / "dbt" / "logs"
+
+    @property
+    def dbt_code_cache_dir(self) -> Path:
+        """The Python code compiled from the project's Jinja (billhouse/jinja_code_cache.py)."""
+        return self.data_dir / "dbt" / "jinja_code"
