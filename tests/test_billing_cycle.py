@@ -138,3 +138,24 @@ def test_every_relation_a_model_reads_is_upstream_of_it(billed: Billed) -> None:
     # the chDB profile runs two dbt threads: a model must not read (at compile time or in
     # its SQL) a model that dbt may be rebuilding at the same moment
     assert relations_read_outside_lineage(billed.settings) == set()
+
+
+def test_the_drafts_never_null_check_names_each_null_column(billed: Billed) -> None:
+    # the close ran the drafts' one not-null test per model (tests/dbt/generic/not_null_columns.sql);
+    # its compiled query, read from a copy of the fees with two columns nulled, lists both
+    [compiled] = (billed.settings.dbt_target_dir / "compiled").rglob("fct_invoice_draft_fees_not_null.sql")
+    check = compiled.read_text()
+    fees = "`billhouse`.`fct_invoice_draft_fees`"
+    assert fees in check
+    assert billed.query(check) == []
+    nulled = (
+        "(select * replace (cast(null as Nullable(String)) as plan_code,"
+        " if(fee_kind = 'subscription', null, amount_cents) as amount_cents)"
+        f" from {fees})"
+    )
+    failures = billed.query(check.replace(fees, nulled))
+    kinds = billed.query(f"select fee_kind, count() as fees from {fees} group by fee_kind")
+    counts = {row["fee_kind"]: row["fees"] for row in kinds}
+    assert sorted(row["null_columns"] for row in failures) == sorted(
+        ["plan_code amount_cents " if kind == "subscription" else "plan_code " for kind, n in counts.items() for _ in range(n)]
+    )

@@ -184,7 +184,7 @@ def test_the_invoice_drafts_data_tests_are_asset_checks_from_any_working_directo
         node["name"] for node in manifest["nodes"].values()
         if node["resource_type"] == "test" and node["original_file_path"].startswith("models/billing/")
     }
-    assert {"unique_fct_invoice_drafts_invoice_key", "not_null_fct_invoice_draft_fees_amount_cents"} <= drafts_tests
+    assert {"unique_fct_invoice_drafts_invoice_key", "fct_invoice_draft_fees_not_null"} <= drafts_tests
     assert checks == drafts_tests | {NO_HELD_INVOICES_CHECK}
 
 
