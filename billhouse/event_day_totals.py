@@ -16,6 +16,13 @@ this table, an events table re-created or copied (``Warehouse._repartition``), a
 whose view failed. The rebuild reads the events one month (partition) at a time; it
 assumes no other writer inserts meanwhile, which the embedded store's lock guarantees
 (a ClickHouse server: pause ingestion while a store is first upgraded, docs/operations.md).
+
+Beside them, each month's totals of its middle days (every UTC day but the month's first
+and last, the days the events table keeps in the month's middle partition,
+raw_tables.EVENTS_PARTITION_KEY): one row per subscription, code and month, kept and
+checked the same way (``ensure_event_month_totals``; the count is of the events in the
+middle partitions). A close whose bounds leave a month's middle whole, as calendar
+billing's month ends do, reads that row instead of some 28 day rows.
 """
 
 from __future__ import annotations
@@ -26,23 +33,41 @@ from billhouse.system_tables import event_partitions, table_field
 
 TABLE = "event_day_totals"
 VIEW = "event_day_totals_at_insert"
+MONTH_TABLE = "event_month_totals"
+MONTH_VIEW = "event_month_totals_at_insert"
+
+# the events of a month's middle days (neither its first nor its last UTC day), as the
+# events table's partition key places them
+_MIDDLE_DAY = "toDayOfMonth(timestamp) != 1 AND toDate(timestamp) != toLastDayOfMonth(timestamp)"
 
 # A property's numbers without the nulls (sumMap and maxMap take no Nullable values).
 _NUMBERS = "CAST(mapFilter((key, value) -> value IS NOT NULL, property_numbers), 'Map(String, Decimal(76, 12))')"
 
 
-def table_ddl(schema: str) -> str:
+def table_ddl(schema: str, table: str = TABLE, period: str = "day") -> str:
+    """The totals table: per subscription, code and ``period`` (the UTC day, or the
+    first day of the month for the month totals)."""
     return (
-        f"CREATE TABLE IF NOT EXISTS {schema}.{TABLE} (\n"
+        f"CREATE TABLE IF NOT EXISTS {schema}.{table} (\n"
         "  `external_subscription_id` String,\n"
         "  `code` String,\n"
-        "  `day` Date,\n"
+        f"  `{period}` Date,\n"
         "  `event_count` SimpleAggregateFunction(sum, UInt64),\n"
         "  `number_sums` SimpleAggregateFunction(sumMap, Map(String, Decimal(76, 12))),\n"
         "  `number_maxes` SimpleAggregateFunction(maxMap, Map(String, Decimal(76, 12)))\n"
-        ") ENGINE = AggregatingMergeTree PARTITION BY toYYYYMM(day)"
-        " ORDER BY (external_subscription_id, code, day)"
+        f") ENGINE = AggregatingMergeTree PARTITION BY {partition_key(period)}"
+        f" ORDER BY (external_subscription_id, code, {period})"
     )
+
+
+def partition_key(period: str) -> str:
+    """By month; the day totals also apart by the month's first, middle and last days, as
+    the events (raw_tables.EVENTS_PARTITION_KEY): a close that reads a month's middle
+    from the month totals reads none of its middle days' rows. Spelled as ClickHouse
+    prints it in system.tables."""
+    if period != "day":
+        return f"toYYYYMM({period})"
+    return "(toYYYYMM(day), multiIf(toDayOfMonth(day) = 1, 0, day = toLastDayOfMonth(day), 2, 1))"
 
 
 def totals_select(schema: str, where: str = "") -> str:
@@ -60,9 +85,29 @@ def view_ddl(schema: str) -> str:
     return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema}.{VIEW} TO {schema}.{TABLE} AS {totals_select(schema)}"
 
 
+def month_totals_select(schema: str, where: str = "") -> str:
+    """The totals of the events table's rows on the middle days of their month (those
+    matching ``where``), per month."""
+    return (
+        "SELECT external_subscription_id, code, toStartOfMonth(timestamp) AS month, count() AS event_count,"
+        f" sumMap({_NUMBERS}) AS number_sums, maxMap({_NUMBERS}) AS number_maxes"
+        f" FROM {schema}.events WHERE {_MIDDLE_DAY}"
+        + (f" AND {where}" if where else "")
+        + " GROUP BY external_subscription_id, code, month"
+    )
+
+
+def month_view_ddl(schema: str) -> str:
+    return (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema}.{MONTH_VIEW} TO {schema}.{MONTH_TABLE}"
+        f" AS {month_totals_select(schema)}"
+    )
+
+
 def ensure_event_day_totals(client: Any, schema: str) -> bool:
     """Create the totals and their view if missing; rebuild the totals when they do not
     cover the events table's rows. Returns whether they were rebuilt."""
+    _drop_if_partitioned_otherwise(client, schema, TABLE, "day")
     client.command(table_ddl(schema))
     client.command(view_ddl(schema))
     events_uuid = table_field(client, schema, "events", "uuid")
@@ -76,8 +121,40 @@ def ensure_event_day_totals(client: Any, schema: str) -> bool:
     return True
 
 
+def _drop_if_partitioned_otherwise(client: Any, schema: str, table: str, period: str) -> None:
+    """A store whose totals table predates its partition key: drop it (the caller creates
+    it again and fills it from the events; the view inserts into it by name)."""
+    current = table_field(client, schema, table, "partition_key")
+    if current and current.replace(" ", "") != partition_key(period).replace(" ", ""):
+        client.command(f"DROP TABLE {schema}.{table} SYNC")
+
+
 def _counts_agree(client: Any, schema: str) -> bool:
     events = int(client.command(f"SELECT count() FROM {schema}.events"))
     totals = int(client.command(f"SELECT sum(event_count) FROM {schema}.{TABLE}"))
     return events == totals
+
+
+def ensure_event_month_totals(client: Any, schema: str) -> bool:
+    """The month totals as ensure_event_day_totals keeps the day totals: created with their
+    view if missing, rebuilt (from the events of the middle partitions, one at a time)
+    when they do not cover the events of the months' middle days. Returns whether they
+    were rebuilt."""
+    client.command(table_ddl(schema, MONTH_TABLE, "month"))
+    client.command(month_view_ddl(schema))
+    events_uuid = table_field(client, schema, "events", "uuid")
+    middle_partitions = [p for p in event_partitions(client, schema) if p.endswith("-1")]
+    if table_field(client, schema, MONTH_TABLE, "comment") == events_uuid:
+        middle_events = int(client.command(
+            f"SELECT count() FROM {schema}.events WHERE _partition_id IN {tuple(middle_partitions) or ('',)}"
+        ))
+        if middle_events == int(client.command(f"SELECT sum(event_count) FROM {schema}.{MONTH_TABLE}")):
+            return False
+    client.command(f"TRUNCATE TABLE {schema}.{MONTH_TABLE}")
+    for partition_id in middle_partitions:
+        client.command(
+            f"INSERT INTO {schema}.{MONTH_TABLE} {month_totals_select(schema, f'_partition_id = {partition_id!r}')}"
+        )
+    client.command(f"ALTER TABLE {schema}.{MONTH_TABLE} MODIFY COMMENT {events_uuid!r}")
+    return True
 

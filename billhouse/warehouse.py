@@ -18,7 +18,7 @@ import clickhouse_connect
 
 from billhouse.billed_fee_periods import ensure_billed_fee_periods
 from billhouse.catalog import Catalog
-from billhouse.event_day_totals import ensure_event_day_totals
+from billhouse.event_day_totals import ensure_event_day_totals, ensure_event_month_totals
 from billhouse.events import Event
 from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
@@ -55,6 +55,7 @@ class Warehouse:
                 self._repartition(table)
         # after the events table's last change: a copy made above gets its totals rebuilt
         ensure_event_day_totals(self.client, self.schema)
+        ensure_event_month_totals(self.client, self.schema)
         ensure_billed_fee_periods(self.client, self.schema)
         self.client.command(identity_log_ddl(self.schema))
 

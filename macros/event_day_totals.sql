@@ -92,3 +92,36 @@
         )
         and {{ condition }}
 {%- endmacro %}
+
+
+{#- The months (epoch milliseconds of their first midnight) whose middle days — every
+    UTC day but the first and the last, the rows of the month totals (event_month_totals)
+    — all lie in one bucket: between `first_day` and `end_day` (the whole days the close
+    reads from the totals) and with no bound strictly inside. Calendar billing's month
+    ends fall on a month's first or last UTC day, so a monthly close's months qualify;
+    a mid-month start, end, anniversary or week does not. -#}
+{% macro whole_month_middles(first_day, end_day, bounds) -%}
+    {%- set epoch = modules.datetime.date(1970, 1, 1) -%}
+    {%- set first = epoch + modules.datetime.timedelta(days=first_day // 86400000) -%}
+    {%- set last = epoch + modules.datetime.timedelta(days=end_day // 86400000) -%}
+    {%- set months = [] -%}
+    {%- for offset in range((last.year - first.year) * 12 + last.month - first.month + 1) -%}
+        {%- set index = first.month - 1 + offset -%}
+        {%- set month_start = (modules.datetime.date(first.year + index // 12, index % 12 + 1, 1) - epoch).days * 86400000 -%}
+        {%- set next_start = (modules.datetime.date(first.year + (index + 1) // 12, (index + 1) % 12 + 1, 1) - epoch).days * 86400000 -%}
+        {%- set middle_start = month_start + 86400000 -%}
+        {%- set middle_end = next_start - 86400000 -%}
+        {%- set inside = bounds | select('gt', middle_start) | select('lt', middle_end) | list -%}
+        {%- if middle_start >= first_day and middle_end <= end_day and not inside -%}
+            {%- do months.append(month_start) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(months) }}
+{%- endmacro %}
+
+
+{#- Whether the UTC date `day` is one of its month's middle days (not its first, not its
+    last). ClickHouse, where the totals are. -#}
+{% macro month_middle_day(day) -%}
+    (toDayOfMonth({{ day }}) != 1 and {{ day }} != toLastDayOfMonth({{ day }}))
+{%- endmacro %}

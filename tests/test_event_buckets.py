@@ -164,7 +164,8 @@ def _build_four_ways(settings: Settings) -> dict[str, dict]:
             },
             "rated": {bool(r["rated_by_bucket"]): int(r["n"]) for r in rated},
             "bounds": len(bounds),
-            "reads": {cte for cte in ("day_buckets", "event_row_buckets", "resent_days") if f"{cte} as (" in compiled},
+            "reads": {cte for cte in ("day_buckets", "event_row_buckets", "resent_days", "resent_months")
+                      if f"{cte} as (" in compiled} | ({"month_totals"} if "`event_month_totals` as months" in compiled else set()),
         }
         if label == "mixed" and settings.warehouse_target == "chdb":  # the per-event join's scan
             with open_warehouse(settings) as warehouse:
@@ -224,6 +225,10 @@ def test_buckets_read_the_day_totals_and_the_days_they_cannot_give(builds: dict[
         return
     assert builds["buckets"]["reads"] == {"day_buckets", "event_row_buckets", "resent_days"}
     assert builds["buckets_of_events"]["reads"] == {"event_row_buckets"}
+    # three bounds leave October's middle days in one bucket: they come from the month
+    # totals, but for the subscriptions and metrics with a resent event that month
+    assert builds["mixed"]["reads"] == {"day_buckets", "event_row_buckets", "resent_days", "resent_months",
+                                        "month_totals"}
 
 
 def test_the_per_event_join_skips_the_months_outside_its_periods(builds: dict[str, dict]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from billhouse.event_day_totals import TABLE, VIEW
+from billhouse.event_day_totals import MONTH_TABLE, MONTH_VIEW, TABLE, VIEW, partition_key, table_ddl
 from billhouse.events import Event
 from billhouse.raw_tables import RAW_SCHEMA
 from billhouse.settings import Settings
@@ -136,3 +136,68 @@ def test_opening_a_covered_store_does_not_rebuild(settings: Settings) -> None:
             f"select name from system.parts where database = '{RAW_SCHEMA}' and table = '{TABLE}' and active"
         )
     assert parts and again == parts
+
+
+# per (subscription, code, month): the month totals hold only the middle days' events
+# (Sep 30 is September's last day: not in them)
+EXPECTED_MONTHS = {
+    ("sub_a", "gb", date(2026, 10, 1)): (4, {"gb": Decimal("98.5")}, {"gb": Decimal("100")}),
+    ("sub_a", "calls", date(2026, 10, 1)): (1, {}, {}),
+}
+
+
+def month_totals(warehouse: Warehouse) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
+    rows = warehouse.query(
+        f"select external_subscription_id, code, month, sum(event_count) as events,"
+        f" sumMap(number_sums) as sums, maxMap(number_maxes) as maxes from {RAW_SCHEMA}.{MONTH_TABLE} group by all"
+    )
+    return {
+        (row["external_subscription_id"], row["code"], row["month"]):
+            (int(row["events"]), {k: Decimal(v) for k, v in row["sums"].items()},
+             {k: Decimal(v) for k, v in row["maxes"].items()})
+        for row in rows
+    }
+
+
+def test_every_insert_adds_its_middle_days_to_the_month_totals(settings: Settings) -> None:
+    with open_warehouse(settings) as warehouse:
+        warehouse.append_events(FIRST, INGESTED)
+        warehouse.append_events(SECOND, INGESTED)
+        # October's first and last days are not its middle
+        warehouse.append_events([_event("8", "sub_a", "calls", "2026-10-01T00:00:00Z", "{}"),
+                                 _event("9", "sub_a", "calls", "2026-10-31T23:59:59.999Z", "{}")], INGESTED)
+        assert month_totals(warehouse) == EXPECTED_MONTHS
+
+
+def test_month_totals_missing_or_short_are_rebuilt_when_opened(settings: Settings) -> None:
+    with open_warehouse(settings) as warehouse:
+        warehouse.append_events(FIRST + SECOND, INGESTED)
+        warehouse.client.command(f"drop view {RAW_SCHEMA}.{MONTH_VIEW}")
+        warehouse.client.command(f"drop table {RAW_SCHEMA}.{MONTH_TABLE}")
+    with open_warehouse(settings) as warehouse:
+        assert month_totals(warehouse) == EXPECTED_MONTHS
+        # an insert whose month view did not run
+        warehouse.client.command(f"drop view {RAW_SCHEMA}.{MONTH_VIEW}")
+        warehouse.append_events([_event("7", "sub_a", "calls", "2026-10-05T13:00:00Z", "{}")], INGESTED)
+    with open_warehouse(settings) as warehouse:
+        assert month_totals(warehouse)[("sub_a", "calls", date(2026, 10, 1))][0] == 2
+        warehouse.append_events([_event("10", "sub_a", "calls", "2026-10-06T13:00:00Z", "{}")], INGESTED)
+        assert month_totals(warehouse)[("sub_a", "calls", date(2026, 10, 1))][0] == 3
+
+
+def test_day_totals_partitioned_by_month_alone_are_made_again(settings: Settings) -> None:
+    """A store from before the day totals kept a month's first, middle and last days in
+    partitions of their own."""
+    with open_warehouse(settings) as warehouse:
+        warehouse.append_events(FIRST, INGESTED)
+        warehouse.client.command(f"drop table {RAW_SCHEMA}.{TABLE} sync")
+        warehouse.client.command(table_ddl(RAW_SCHEMA).replace(partition_key("day"), "toYYYYMM(day)"))
+        warehouse.append_events(SECOND, INGESTED)
+    with open_warehouse(settings) as warehouse:
+        [key] = warehouse.query(f"select partition_key from system.tables where name = '{TABLE}'")
+        assert key["partition_key"].replace(" ", "") == partition_key("day").replace(" ", "")
+        assert day_totals(warehouse) == EXPECTED
+        partitions = warehouse.query(
+            f"select distinct partition from system.parts where table = '{TABLE}' and active order by partition"
+        )
+        assert [row["partition"] for row in partitions] == ["(202609,2)", "(202610,1)"]

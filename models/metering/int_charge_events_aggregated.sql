@@ -17,6 +17,7 @@
 -#}
 -- depends_on: {{ ref('int_events_deduplicated') }}, {{ ref('stg_billhouse__subscriptions') }}
 -- depends_on: {{ ref('int_event_identities_duplicated') }}, {{ ref('stg_billhouse__events') }}
+-- depends_on: {{ source('billhouse', 'event_day_totals') }}, {{ source('billhouse', 'event_month_totals') }}
 {%- set features = billhouse.catalog_features() -%}
 {%- set used = features['aggregation_types'] -%}
 {%- set bucket_bounds = billhouse.event_bucket_bounds(ref('int_billing_period_charges')) -%}
@@ -200,15 +201,32 @@ event_row_buckets as (
 {%- if day_totals %}
 {%- set first_day = billhouse.midnight_at_or_after(bucket_bounds[0]) %}
 {%- set end_day = billhouse.midnight_at_or_before(bucket_bounds[-1]) %}
+{#- The months whose middle days share one bucket come from the month totals, a row per
+    subscription, metric and month instead of a row per day (macro whole_month_middles),
+    but for the (subscription, metric, month) holding a resent event's day: those read
+    their days as above. The day totals keep a month's middle days in a partition of
+    their own, which the close then does not read. -#}
+{%- set whole_months = billhouse.whole_month_middles(first_day, end_day, bucket_bounds) %}
+{%- set whole_month_dates -%}
+    {%- for month in whole_months %}{{ billhouse.utc_date(billhouse.instant_from_epoch_milliseconds(month)) }}{% if not loop.last %}, {% endif %}{% endfor -%}
+{%- endset %}
+{%- if whole_months and any_resent %}
 
-day_buckets as (
+resent_months as (
+    select distinct external_subscription_id, billable_metric_code, toStartOfMonth(day) as month
+    from resent_days
+    where toStartOfMonth(day) in ({{ whole_month_dates }})
+),
+{%- endif %}
+
+day_rows as (
     select
         totals.external_subscription_id as external_subscription_id,
-        totals.code as billable_metric_code,
-        {{ billhouse.day_bucket('totals.day', bucket_bounds) }} as bucket,
-        sum(totals.event_count) as event_count,
-        {{ bucket_value['totals']['sum_agg'] }} as value_sum,
-        {{ bucket_value['totals']['max_agg'] }} as value_max
+        totals.code as code,
+        totals.day as day,
+        totals.event_count as event_count,
+        totals.number_sums as number_sums,
+        totals.number_maxes as number_maxes
     from {{ source('billhouse', 'event_day_totals') }} as totals
     where totals.code in (select billable_metric_code from bucket_period_charges)
         {%- if scan_closing_subscriptions_only %}
@@ -226,6 +244,49 @@ day_buckets as (
         and (totals.external_subscription_id, totals.code, totals.day)
             not in (select external_subscription_id, billable_metric_code, day from resent_days)
         {%- endif %}
+        {%- if whole_months %}
+        -- the middle days the month totals give
+        and not (
+            toStartOfMonth(totals.day) in ({{ whole_month_dates }})
+            and {{ billhouse.month_middle_day('totals.day') }}
+            {%- if any_resent %}
+            and (totals.external_subscription_id, totals.code, toStartOfMonth(totals.day))
+                not in (select external_subscription_id, billable_metric_code, month from resent_months)
+            {%- endif %}
+        )
+        {%- endif %}
+    {%- if whole_months %}
+    union all
+    select
+        months.external_subscription_id as external_subscription_id,
+        months.code as code,
+        -- the month's first middle day: the bucket of all of them
+        addDays(months.month, 1) as day,
+        months.event_count as event_count,
+        months.number_sums as number_sums,
+        months.number_maxes as number_maxes
+    from {{ source('billhouse', 'event_month_totals') }} as months
+    where months.code in (select billable_metric_code from bucket_period_charges)
+        {%- if scan_closing_subscriptions_only %}
+        and months.external_subscription_id in (select external_subscription_id from bucket_period_charges)
+        {%- endif %}
+        and months.month in ({{ whole_month_dates }})
+        {%- if any_resent %}
+        and (months.external_subscription_id, months.code, months.month)
+            not in (select external_subscription_id, billable_metric_code, month from resent_months)
+        {%- endif %}
+    {%- endif %}
+),
+
+day_buckets as (
+    select
+        totals.external_subscription_id as external_subscription_id,
+        totals.code as billable_metric_code,
+        {{ billhouse.day_bucket('totals.day', bucket_bounds) }} as bucket,
+        sum(totals.event_count) as event_count,
+        {{ bucket_value['totals']['sum_agg'] }} as value_sum,
+        {{ bucket_value['totals']['max_agg'] }} as value_max
+    from day_rows as totals
     group by
         external_subscription_id,
         billable_metric_code,
