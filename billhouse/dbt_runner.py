@@ -22,6 +22,7 @@ it (4.4 s; docs/performance.md). A change to a project file parses it again.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -205,6 +206,11 @@ def _project_parsed(settings: Settings, key: tuple[str, ...], manifest: Any, man
     """Keep the parsed project for the process, record which project manifest.json holds,
     and compile the project's templates into the store's code cache, once per project."""
     _parsed_projects[key] = manifest
+    # Python's collector traverses every live object at each full collection: the parsed
+    # project is most of them and lives as long as the process, so set it (and whatever
+    # else is alive now) apart: a close's build then spends 0.05 s instead of 0.2 s in
+    # full collections (docs/performance.md, stop 25)
+    gc.freeze()
     manifest_path = settings.dbt_target_dir / "manifest.json"
     if manifest_written and manifest_path.exists():
         record = {"dbt": DBT_VERSION, "key": key, "manifest": _file_version(manifest_path)}

@@ -1,8 +1,10 @@
 """The compiled Jinja kept on disk (billhouse/jinja_code_cache.py), with dbt's own Jinja
-environment, and the store's parse that skips rewriting an unchanged manifest.json."""
+environment, the store's parse that skips rewriting an unchanged manifest.json, and the
+parsed project set apart from the garbage collector."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -89,7 +91,9 @@ def test_a_new_process_on_the_store_compiles_no_template_and_rewrites_no_manifes
     settings = Settings(data_dir=tmp_path)
     with open_warehouse(settings):
         pass  # the raw tables (dbt sources) exist
+    frozen = gc.get_freeze_count()
     run_dbt(settings, ["parse"])
+    assert gc.get_freeze_count() > frozen  # the parsed project is set apart from collections
     # the parse compiled every macro and node of the project into the store's cache
     assert (settings.dbt_code_cache_dir / PRECOMPILED_MARKER).exists()
     assert len(list(settings.dbt_code_cache_dir.iterdir())) > 500
