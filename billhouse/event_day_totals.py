@@ -72,36 +72,36 @@ def partition_key(period: str) -> str:
 
 def totals_select(schema: str, where: str = "") -> str:
     """The totals of the events table's rows (those matching ``where``)."""
-    return (
-        "SELECT external_subscription_id, code, toDate(timestamp) AS day, count() AS event_count,"
-        f" sumMap({_NUMBERS}) AS number_sums, maxMap({_NUMBERS}) AS number_maxes"
-        f" FROM {schema}.events"
-        + (f" WHERE {where}" if where else "")
-        + " GROUP BY external_subscription_id, code, day"
-    )
+    return _totals_select(schema, "toDate(timestamp) AS day", "day", [where] if where else [])
 
 
 def view_ddl(schema: str) -> str:
-    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema}.{VIEW} TO {schema}.{TABLE} AS {totals_select(schema)}"
+    return _view_ddl(schema, VIEW, TABLE, totals_select(schema))
 
 
 def month_totals_select(schema: str, where: str = "") -> str:
     """The totals of the events table's rows on the middle days of their month (those
     matching ``where``), per month."""
-    return (
-        "SELECT external_subscription_id, code, toStartOfMonth(timestamp) AS month, count() AS event_count,"
-        f" sumMap({_NUMBERS}) AS number_sums, maxMap({_NUMBERS}) AS number_maxes"
-        f" FROM {schema}.events WHERE {_MIDDLE_DAY}"
-        + (f" AND {where}" if where else "")
-        + " GROUP BY external_subscription_id, code, month"
-    )
+    conditions = [_MIDDLE_DAY, *([where] if where else [])]
+    return _totals_select(schema, "toStartOfMonth(timestamp) AS month", "month", conditions)
 
 
 def month_view_ddl(schema: str) -> str:
+    return _view_ddl(schema, MONTH_VIEW, MONTH_TABLE, month_totals_select(schema))
+
+
+def _totals_select(schema: str, period: str, period_name: str, conditions: list[str]) -> str:
     return (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema}.{MONTH_VIEW} TO {schema}.{MONTH_TABLE}"
-        f" AS {month_totals_select(schema)}"
+        f"SELECT external_subscription_id, code, {period}, count() AS event_count,"
+        f" sumMap({_NUMBERS}) AS number_sums, maxMap({_NUMBERS}) AS number_maxes"
+        f" FROM {schema}.events"
+        + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+        + f" GROUP BY external_subscription_id, code, {period_name}"
     )
+
+
+def _view_ddl(schema: str, view: str, table: str, select: str) -> str:
+    return f"CREATE MATERIALIZED VIEW IF NOT EXISTS {schema}.{view} TO {schema}.{table} AS {select}"
 
 
 def ensure_event_day_totals(client: Any, schema: str) -> bool:

@@ -51,14 +51,17 @@ EXPECTED = {
 }
 
 
-def day_totals(warehouse: Warehouse) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
-    """The totals merged per day (a day may span several rows until merged)."""
+def day_totals(
+    warehouse: Warehouse, table: str = TABLE, period: str = "day"
+) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
+    """The totals merged per day, or per month for the month totals (a day may span
+    several rows until merged)."""
     rows = warehouse.query(
-        f"select external_subscription_id, code, day, sum(event_count) as events,"
-        f" sumMap(number_sums) as sums, maxMap(number_maxes) as maxes from {RAW_SCHEMA}.{TABLE} group by all"
+        f"select external_subscription_id, code, {period} as period, sum(event_count) as events,"
+        f" sumMap(number_sums) as sums, maxMap(number_maxes) as maxes from {RAW_SCHEMA}.{table} group by all"
     )
     return {
-        (row["external_subscription_id"], row["code"], row["day"]):
+        (row["external_subscription_id"], row["code"], row["period"]):
             (int(row["events"]), {k: Decimal(v) for k, v in row["sums"].items()},
              {k: Decimal(v) for k, v in row["maxes"].items()})
         for row in rows
@@ -147,16 +150,7 @@ EXPECTED_MONTHS = {
 
 
 def month_totals(warehouse: Warehouse) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
-    rows = warehouse.query(
-        f"select external_subscription_id, code, month, sum(event_count) as events,"
-        f" sumMap(number_sums) as sums, maxMap(number_maxes) as maxes from {RAW_SCHEMA}.{MONTH_TABLE} group by all"
-    )
-    return {
-        (row["external_subscription_id"], row["code"], row["month"]):
-            (int(row["events"]), {k: Decimal(v) for k, v in row["sums"].items()},
-             {k: Decimal(v) for k, v in row["maxes"].items()})
-        for row in rows
-    }
+    return day_totals(warehouse, MONTH_TABLE, "month")
 
 
 def test_every_insert_adds_its_middle_days_to_the_month_totals(settings: Settings) -> None:
