@@ -18,6 +18,10 @@ The parsed project is kept for the process and handed to each invocation (dbt's
 project's files, the warehouse type and ``--vars`` (a close's window is read when models
 compile), so a process that runs dbt on a new store does not parse the project again for
 it (4.4 s; docs/performance.md). A change to a project file parses it again.
+
+Across processes, the code dbt compiles from the project's Jinja is kept in the store
+(billhouse/jinja_code_cache.py), and a parse that finds the project unchanged leaves the
+store's manifest.json as it is (manifest_key).
 """
 
 from __future__ import annotations
