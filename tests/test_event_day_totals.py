@@ -68,6 +68,18 @@ def day_totals(
     }
 
 
+# per (subscription, code, month): the month totals hold only the middle days' events
+# (Sep 30 is September's last day: not in them)
+EXPECTED_MONTHS = {
+    ("sub_a", "gb", date(2026, 10, 1)): (4, {"gb": Decimal("98.5")}, {"gb": Decimal("100")}),
+    ("sub_a", "calls", date(2026, 10, 1)): (1, {}, {}),
+}
+
+
+def month_totals(warehouse: Warehouse) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
+    return day_totals(warehouse, MONTH_TABLE, "month")
+
+
 def rows_per_day(warehouse: Warehouse) -> dict[tuple[str, str, date], int]:
     counts: dict[tuple[str, str, date], int] = defaultdict(int)
     for row in warehouse.query(f"select external_subscription_id, code, day, event_count from {RAW_SCHEMA}.{TABLE}"):
@@ -85,28 +97,35 @@ def test_every_insert_adds_its_totals(settings: Settings) -> None:
         warehouse.append_events(FIRST, INGESTED)
         warehouse.append_events(SECOND, INGESTED)
         assert day_totals(warehouse) == EXPECTED
+        assert month_totals(warehouse) == EXPECTED_MONTHS
 
 
 def test_a_store_from_before_the_totals_gets_them_when_opened(settings: Settings) -> None:
     with open_warehouse(settings) as warehouse:
         warehouse.append_events(FIRST + SECOND, INGESTED)
-        warehouse.client.command(f"drop view {RAW_SCHEMA}.{VIEW}")
-        warehouse.client.command(f"drop table {RAW_SCHEMA}.{TABLE}")
+        for view, table in ((VIEW, TABLE), (MONTH_VIEW, MONTH_TABLE)):
+            warehouse.client.command(f"drop view {RAW_SCHEMA}.{view}")
+            warehouse.client.command(f"drop table {RAW_SCHEMA}.{table}")
     with open_warehouse(settings) as warehouse:
         assert day_totals(warehouse) == EXPECTED
+        assert month_totals(warehouse) == EXPECTED_MONTHS
         warehouse.append_events([_event("7", "sub_a", "calls", "2026-10-05T13:00:00Z", "{}")], INGESTED)
         assert rows_per_day(warehouse)[("sub_a", "calls", date(2026, 10, 5))] == 2
+        assert month_totals(warehouse)[("sub_a", "calls", date(2026, 10, 1))][0] == 2
 
 
 def test_totals_that_lost_an_insert_are_rebuilt(settings: Settings) -> None:
     with open_warehouse(settings) as warehouse:
         warehouse.append_events(FIRST, INGESTED)
-        # an insert whose view did not run
+        # an insert whose views did not run
         warehouse.client.command(f"drop view {RAW_SCHEMA}.{VIEW}")
+        warehouse.client.command(f"drop view {RAW_SCHEMA}.{MONTH_VIEW}")
         warehouse.append_events(SECOND, INGESTED)
         assert day_totals(warehouse) != EXPECTED
+        assert month_totals(warehouse) != EXPECTED_MONTHS
     with open_warehouse(settings) as warehouse:
         assert day_totals(warehouse) == EXPECTED
+        assert month_totals(warehouse) == EXPECTED_MONTHS
 
 
 def test_an_events_table_swapped_for_another_gets_its_own_totals(settings: Settings) -> None:
@@ -141,42 +160,12 @@ def test_opening_a_covered_store_does_not_rebuild(settings: Settings) -> None:
     assert parts and again == parts
 
 
-# per (subscription, code, month): the month totals hold only the middle days' events
-# (Sep 30 is September's last day: not in them)
-EXPECTED_MONTHS = {
-    ("sub_a", "gb", date(2026, 10, 1)): (4, {"gb": Decimal("98.5")}, {"gb": Decimal("100")}),
-    ("sub_a", "calls", date(2026, 10, 1)): (1, {}, {}),
-}
-
-
-def month_totals(warehouse: Warehouse) -> dict[tuple[str, str, date], tuple[int, dict, dict]]:
-    return day_totals(warehouse, MONTH_TABLE, "month")
-
-
-def test_every_insert_adds_its_middle_days_to_the_month_totals(settings: Settings) -> None:
+def test_a_months_first_and_last_days_stay_out_of_its_month_totals(settings: Settings) -> None:
     with open_warehouse(settings) as warehouse:
-        warehouse.append_events(FIRST, INGESTED)
-        warehouse.append_events(SECOND, INGESTED)
-        # October's first and last days are not its middle
         warehouse.append_events([_event("8", "sub_a", "calls", "2026-10-01T00:00:00Z", "{}"),
-                                 _event("9", "sub_a", "calls", "2026-10-31T23:59:59.999Z", "{}")], INGESTED)
-        assert month_totals(warehouse) == EXPECTED_MONTHS
-
-
-def test_month_totals_missing_or_short_are_rebuilt_when_opened(settings: Settings) -> None:
-    with open_warehouse(settings) as warehouse:
-        warehouse.append_events(FIRST + SECOND, INGESTED)
-        warehouse.client.command(f"drop view {RAW_SCHEMA}.{MONTH_VIEW}")
-        warehouse.client.command(f"drop table {RAW_SCHEMA}.{MONTH_TABLE}")
-    with open_warehouse(settings) as warehouse:
-        assert month_totals(warehouse) == EXPECTED_MONTHS
-        # an insert whose month view did not run
-        warehouse.client.command(f"drop view {RAW_SCHEMA}.{MONTH_VIEW}")
-        warehouse.append_events([_event("7", "sub_a", "calls", "2026-10-05T13:00:00Z", "{}")], INGESTED)
-    with open_warehouse(settings) as warehouse:
-        assert month_totals(warehouse)[("sub_a", "calls", date(2026, 10, 1))][0] == 2
-        warehouse.append_events([_event("10", "sub_a", "calls", "2026-10-06T13:00:00Z", "{}")], INGESTED)
-        assert month_totals(warehouse)[("sub_a", "calls", date(2026, 10, 1))][0] == 3
+                                 _event("9", "sub_a", "calls", "2026-10-31T23:59:59.999Z", "{}"),
+                                 _event("10", "sub_a", "calls", "2026-10-02T00:00:00Z", "{}")], INGESTED)
+        assert month_totals(warehouse) == {("sub_a", "calls", date(2026, 10, 1)): (1, {}, {})}
 
 
 def test_day_totals_partitioned_by_month_alone_are_made_again(settings: Settings) -> None:
