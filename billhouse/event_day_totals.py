@@ -27,6 +27,7 @@ billing's month ends do, reads that row instead of some 28 day rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from billhouse.system_tables import event_partitions, table_field
@@ -108,16 +109,38 @@ def ensure_event_day_totals(client: Any, schema: str) -> bool:
     """Create the totals and their view if missing; rebuild the totals when they do not
     cover the events table's rows. Returns whether they were rebuilt."""
     _drop_if_partitioned_otherwise(client, schema, TABLE, "day")
-    client.command(table_ddl(schema))
-    client.command(view_ddl(schema))
+    return _ensure_totals(client, schema, TABLE, table_ddl(schema), view_ddl(schema), totals_select, None)
+
+
+def ensure_event_month_totals(client: Any, schema: str) -> bool:
+    """The month totals as ensure_event_day_totals keeps the day totals: created with their
+    view if missing, rebuilt (from the events of the middle partitions, one at a time)
+    when they do not cover the events of the months' middle days. Returns whether they
+    were rebuilt."""
+    middle_partitions = [p for p in event_partitions(client, schema) if p.endswith("-1")]
+    return _ensure_totals(
+        client, schema, MONTH_TABLE, table_ddl(schema, MONTH_TABLE, "month"), month_view_ddl(schema),
+        month_totals_select, middle_partitions,
+    )
+
+
+def _ensure_totals(
+    client: Any, schema: str, table: str, ddl: str, view: str, select: Callable[[str, str], str],
+    partitions: list[str] | None,
+) -> bool:
+    """Create ``table`` and its ``view``; when its comment does not name the events table
+    or its count differs from the events of ``partitions`` (None: every partition),
+    rebuild it from those partitions, one at a time, with ``select``."""
+    client.command(ddl)
+    client.command(view)
     events_uuid = table_field(client, schema, "events", "uuid")
-    covered = table_field(client, schema, TABLE, "comment") == events_uuid and _counts_agree(client, schema)
-    if covered:
+    covered = table_field(client, schema, table, "comment") == events_uuid
+    if covered and _counts_agree(client, schema, table, partitions):
         return False
-    client.command(f"TRUNCATE TABLE {schema}.{TABLE}")
-    for partition_id in event_partitions(client, schema):
-        client.command(f"INSERT INTO {schema}.{TABLE} {totals_select(schema, f'_partition_id = {partition_id!r}')}")
-    client.command(f"ALTER TABLE {schema}.{TABLE} MODIFY COMMENT {events_uuid!r}")
+    client.command(f"TRUNCATE TABLE {schema}.{table}")
+    for partition_id in event_partitions(client, schema) if partitions is None else partitions:
+        client.command(f"INSERT INTO {schema}.{table} {select(schema, f'_partition_id = {partition_id!r}')}")
+    client.command(f"ALTER TABLE {schema}.{table} MODIFY COMMENT {events_uuid!r}")
     return True
 
 
@@ -129,32 +152,10 @@ def _drop_if_partitioned_otherwise(client: Any, schema: str, table: str, period:
         client.command(f"DROP TABLE {schema}.{table} SYNC")
 
 
-def _counts_agree(client: Any, schema: str) -> bool:
-    events = int(client.command(f"SELECT count() FROM {schema}.events"))
-    totals = int(client.command(f"SELECT sum(event_count) FROM {schema}.{TABLE}"))
+def _counts_agree(client: Any, schema: str, table: str, partitions: list[str] | None) -> bool:
+    """Whether ``table`` counts as many events as the events table holds in ``partitions``
+    (None: in all)."""
+    where = "" if partitions is None else f" WHERE _partition_id IN {tuple(partitions) or ('',)}"
+    events = int(client.command(f"SELECT count() FROM {schema}.events{where}"))
+    totals = int(client.command(f"SELECT sum(event_count) FROM {schema}.{table}"))
     return events == totals
-
-
-def ensure_event_month_totals(client: Any, schema: str) -> bool:
-    """The month totals as ensure_event_day_totals keeps the day totals: created with their
-    view if missing, rebuilt (from the events of the middle partitions, one at a time)
-    when they do not cover the events of the months' middle days. Returns whether they
-    were rebuilt."""
-    client.command(table_ddl(schema, MONTH_TABLE, "month"))
-    client.command(month_view_ddl(schema))
-    events_uuid = table_field(client, schema, "events", "uuid")
-    middle_partitions = [p for p in event_partitions(client, schema) if p.endswith("-1")]
-    if table_field(client, schema, MONTH_TABLE, "comment") == events_uuid:
-        middle_events = int(client.command(
-            f"SELECT count() FROM {schema}.events WHERE _partition_id IN {tuple(middle_partitions) or ('',)}"
-        ))
-        if middle_events == int(client.command(f"SELECT sum(event_count) FROM {schema}.{MONTH_TABLE}")):
-            return False
-    client.command(f"TRUNCATE TABLE {schema}.{MONTH_TABLE}")
-    for partition_id in middle_partitions:
-        client.command(
-            f"INSERT INTO {schema}.{MONTH_TABLE} {month_totals_select(schema, f'_partition_id = {partition_id!r}')}"
-        )
-    client.command(f"ALTER TABLE {schema}.{MONTH_TABLE} MODIFY COMMENT {events_uuid!r}")
-    return True
-

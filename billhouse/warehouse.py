@@ -24,6 +24,7 @@ from billhouse.identity_sync import log_table_ddl as identity_log_ddl
 from billhouse.raw_tables import ALL_TABLES, EVENTS, RAW_SCHEMA, REFERENCE_TABLES, RawTable
 from billhouse.settings import Settings
 from billhouse.store_lock import store_lock
+from billhouse.system_tables import table_field
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,7 @@ class Warehouse:
         return {row["name"] for row in rows}
 
     def _partition_key(self, table: RawTable) -> str:
-        rows = self.query(
-            "SELECT partition_key FROM system.tables WHERE database = {schema:String} AND name = {name:String}",
-            {"schema": self.schema, "name": table.name},
-        )
-        return rows[0]["partition_key"].replace(" ", "") if rows else ""
+        return table_field(self.client, self.schema, table.name, "partition_key").replace(" ", "")
 
     def _repartition(self, table: RawTable) -> None:
         """A store created before the table was partitioned as it is now: copy its rows
